@@ -1,0 +1,109 @@
+//! The configuration as written: serde structs that mirror `relay.toml` key for key.
+//!
+//! Every table rejects unknown keys, so a typo (`max_mesage_size`) is an error naming the key
+//! rather than a silently ignored setting. Every value is optional here; defaults and checks
+//! are applied in one place, `super::validate`, so that an error can always name the key.
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Raw {
+    #[serde(default)]
+    pub listen: RawListen,
+    #[serde(default)]
+    pub queue: RawQueue,
+    #[serde(default)]
+    pub upstream: RawUpstream,
+    #[serde(default)]
+    pub delivery: RawDelivery,
+    #[serde(default)]
+    pub log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawListen {
+    pub addrs: Option<List>,
+    pub allowed_networks: Option<List>,
+    pub max_message_size: Option<u64>,
+    pub max_recipients: Option<u64>,
+    pub max_connections: Option<u64>,
+    pub hostname: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub data_timeout: Option<String>,
+}
+
+/// A list in the file (`["a", "b"]`), or a comma-separated string from the environment
+/// (`GMAIL_RELAY__LISTEN__ADDRS=a,b`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum List {
+    Many(Vec<String>),
+    One(String),
+}
+
+impl List {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            List::Many(v) => v,
+            List::One(s) => s
+                .split(',')
+                .map(|part| part.trim().to_owned())
+                .filter(|part| !part.is_empty())
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawQueue {
+    pub dir: Option<String>,
+    pub retry_min: Option<String>,
+    pub retry_max: Option<String>,
+    pub max_age: Option<String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpstream {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub tls: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub password_file: Option<String>,
+    pub ca_file: Option<String>,
+    pub helo_name: Option<String>,
+    pub max_connections: Option<u64>,
+    pub timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+}
+
+// Hand-written so the password cannot reach a Debug print of the raw config.
+impl std::fmt::Debug for RawUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawUpstream")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
+            .field("password_file", &self.password_file)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDelivery {
+    pub hold: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    pub level: Option<String>,
+    pub format: Option<String>,
+}

@@ -1,0 +1,215 @@
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
+    Some(
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    )
+}
+
+fn write(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("relay.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+const MINIMAL: &str = "[upstream]\nusername = \"me@gmail.com\"\npassword = \"pw\"\n";
+
+fn load_text(text: &str) -> Result<Config, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    load_with_env(&write(dir.path(), text), env(&[]))
+}
+
+fn invalid_key(text: &str) -> (String, String) {
+    match load_text(text) {
+        Err(ConfigError::Invalid { key, message, .. }) => (key, message),
+        other => panic!("expected an invalid value, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_sample_config_is_valid_with_a_password_from_the_environment() {
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("relay.toml");
+    let cfg = load_with_env(
+        &sample,
+        env(&[("GMAIL_RELAY__UPSTREAM__PASSWORD", "abcd efgh ijkl mnop")]),
+    )
+    .unwrap();
+    assert_eq!(cfg.listen.addrs, vec!["127.0.0.1:2525".parse().unwrap()]);
+    assert!(cfg.listen.addrs[0].port() > 1024, "sample must run as non-root");
+    assert_eq!(cfg.upstream.host, "smtp.gmail.com");
+    assert_eq!(cfg.upstream.port, 587);
+    assert_eq!(cfg.upstream.tls, TlsMode::StartTls);
+    assert_eq!(cfg.upstream.credentials.login().password.expose(), "abcd efgh ijkl mnop");
+    assert_eq!(cfg.queue.dir, sample.parent().unwrap().join("spool"));
+}
+
+#[test]
+fn defaults_are_the_documented_ones() {
+    let cfg = load_text(MINIMAL).unwrap();
+    assert_eq!(cfg.listen.max_message_size, 35_882_577);
+    assert_eq!(cfg.listen.max_recipients, 1000);
+    assert_eq!(cfg.listen.allowed_networks.len(), 2);
+    assert_eq!(cfg.queue.retry_min, Duration::from_secs(60));
+    assert_eq!(cfg.queue.retry_max, Duration::from_secs(3600));
+    assert_eq!(cfg.queue.max_age, Duration::from_secs(5 * 86400));
+    assert_eq!(cfg.queue.dir, PathBuf::from("/var/spool/gmail-relay"));
+    assert_eq!(cfg.upstream.max_connections, 2);
+    assert!(!cfg.delivery.hold);
+}
+
+#[test]
+fn implicit_tls_defaults_to_port_465() {
+    let cfg = load_text(&format!("{MINIMAL}tls = \"implicit\"\n")).unwrap();
+    assert_eq!(cfg.upstream.tls, TlsMode::Implicit);
+    assert_eq!(cfg.upstream.port, 465);
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_their_name() {
+    let err = load_text(&format!("{MINIMAL}\n[listen]\nmax_mesage_size = 10\n")).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, ConfigError::Parse { .. }));
+    assert!(text.contains("max_mesage_size"), "{text}");
+
+    let err = load_text(&format!("{MINIMAL}\n[lsten]\naddrs = []\n")).unwrap_err();
+    assert!(err.to_string().contains("lsten"), "{err}");
+}
+
+#[test]
+fn unknown_keys_from_the_environment_are_rejected_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = load_with_env(
+        &write(dir.path(), MINIMAL),
+        env(&[("GMAIL_RELAY__UPSTREAM__PASWORD", "x")]),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("pasword"), "{err}");
+}
+
+#[test]
+fn bad_cidr_names_the_key_and_index() {
+    let (key, msg) =
+        invalid_key(&format!("{MINIMAL}[listen]\nallowed_networks = [\"127.0.0.0/8\", \"10.0.0/8\"]\n"));
+    assert_eq!(key, "listen.allowed_networks[1]");
+    assert!(msg.contains("10.0.0/8"), "{msg}");
+
+    let (key, msg) = invalid_key(&format!("{MINIMAL}[listen]\nallowed_networks = [\"10.1.2.3/8\"]\n"));
+    assert_eq!(key, "listen.allowed_networks[0]");
+    assert!(msg.contains("10.0.0.0/8"), "suggests the network: {msg}");
+}
+
+#[test]
+fn single_addresses_are_networks_of_one() {
+    let cfg = load_text(&format!("{MINIMAL}[listen]\nallowed_networks = [\"192.168.1.20\", \"::1\"]\n"))
+        .unwrap();
+    assert_eq!(cfg.listen.allowed_networks[0].to_string(), "192.168.1.20/32");
+    assert_eq!(cfg.listen.allowed_networks[1].to_string(), "::1/128");
+}
+
+#[test]
+fn missing_password_names_the_key_and_the_ways_to_set_it() {
+    let (key, msg) = invalid_key("[upstream]\nusername = \"me@gmail.com\"\n");
+    assert_eq!(key, "upstream.password");
+    assert!(msg.contains("password_file") && msg.contains("GMAIL_RELAY__UPSTREAM__PASSWORD"));
+}
+
+#[test]
+fn missing_password_file_names_the_key_and_the_file() {
+    let (key, msg) =
+        invalid_key("[upstream]\nusername = \"me@gmail.com\"\npassword_file = \"nope.txt\"\n");
+    assert_eq!(key, "upstream.password_file");
+    assert!(msg.contains("nope.txt"), "{msg}");
+}
+
+#[test]
+fn password_file_is_read_relative_to_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "app-password\n").unwrap();
+    let cfg = load_with_env(
+        &write(dir.path(), "[upstream]\nusername = \"me@gmail.com\"\npassword_file = \"pw\"\n"),
+        env(&[]),
+    )
+    .unwrap();
+    assert_eq!(cfg.upstream.credentials.login().password.expose(), "app-password");
+}
+
+#[test]
+fn tls_must_be_one_of_two_values() {
+    let (key, msg) = invalid_key(&format!("{MINIMAL}tls = \"ssl\"\n"));
+    assert_eq!(key, "upstream.tls");
+    assert!(msg.contains("starttls") && msg.contains("implicit"), "{msg}");
+}
+
+#[test]
+fn missing_username_is_an_error() {
+    let (key, _) = invalid_key("[upstream]\npassword = \"pw\"\n");
+    assert_eq!(key, "upstream.username");
+}
+
+#[test]
+fn bad_durations_and_addresses_name_their_keys() {
+    let (key, _) = invalid_key(&format!("{MINIMAL}[queue]\nretry_min = \"soon\"\n"));
+    assert_eq!(key, "queue.retry_min");
+    let (key, _) = invalid_key(&format!("{MINIMAL}[queue]\nretry_min = \"2h\"\n"));
+    assert_eq!(key, "queue.retry_max");
+    let (key, _) = invalid_key(&format!("{MINIMAL}[listen]\naddrs = [\"localhost:25\"]\n"));
+    assert_eq!(key, "listen.addrs[0]");
+    let (key, _) = invalid_key(&format!("{MINIMAL}[listen]\nmax_message_size = 0\n"));
+    assert_eq!(key, "listen.max_message_size");
+}
+
+#[test]
+fn wrong_types_name_the_key() {
+    let err = load_text(&format!("{MINIMAL}port = \"submission\"\n")).unwrap_err();
+    assert!(err.to_string().contains("upstream.port"), "{err}");
+}
+
+#[test]
+fn environment_overrides_the_file_including_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = load_with_env(
+        &write(dir.path(), MINIMAL),
+        env(&[
+            ("GMAIL_RELAY__UPSTREAM__PASSWORD", "from-env"),
+            ("GMAIL_RELAY__UPSTREAM__PORT", "2587"),
+            ("GMAIL_RELAY__LISTEN__ADDRS", "127.0.0.1:2600,[::1]:2600"),
+            ("GMAIL_RELAY__QUEUE__RETRY_MIN", "30s"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(cfg.upstream.credentials.login().password.expose(), "from-env");
+    assert_eq!(cfg.upstream.port, 2587);
+    assert_eq!(cfg.listen.addrs.len(), 2);
+    assert_eq!(cfg.queue.retry_min, Duration::from_secs(30));
+}
+
+#[test]
+fn a_password_that_looks_like_a_number_stays_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = load_with_env(
+        &write(dir.path(), "[upstream]\nusername = \"me@gmail.com\"\n"),
+        env(&[("GMAIL_RELAY__UPSTREAM__PASSWORD", "1e5")]),
+    )
+    .unwrap();
+    assert_eq!(cfg.upstream.credentials.login().password.expose(), "1e5");
+}
+
+#[test]
+fn config_debug_output_has_no_password() {
+    let cfg = load_text("[upstream]\nusername = \"me@gmail.com\"\npassword = \"hunter2hunter2\"\n")
+        .unwrap();
+    assert!(!format!("{cfg:?}").contains("hunter2"));
+}
+
+#[test]
+fn missing_file_is_a_read_error_naming_it() {
+    let err = load_with_env(Path::new("/nonexistent/relay.toml"), env(&[])).unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/relay.toml"));
+}

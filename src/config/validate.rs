@@ -1,0 +1,302 @@
+//! Defaults and checks: raw values in, typed sections out, or `(key, message)` naming the first
+//! problem. The defaults below are the documented ones (`relay.toml` repeats them).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::raw::{List, Raw, RawDelivery, RawListen, RawLog, RawQueue, RawUpstream};
+use super::{
+    Config, DeliveryConfig, ListenConfig, LogConfig, LogFormat, QueueConfig, TlsMode,
+    UpstreamConfig, system_hostname,
+};
+use crate::auth::{Credentials, Secret};
+
+/// `(key, message)`: what [`super::ConfigError::Invalid`] is built from.
+pub(super) type Invalid = (String, String);
+type Result<T> = std::result::Result<T, Invalid>;
+
+fn invalid<T>(key: &str, message: impl Into<String>) -> Result<T> {
+    Err((key.to_owned(), message.into()))
+}
+
+/// Gmail's advertised SIZE; larger messages would be refused upstream anyway.
+pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 35_882_577;
+
+pub(super) fn validate(raw: Raw, base: &Path) -> Result<Config> {
+    Ok(Config {
+        listen: listen(raw.listen)?,
+        queue: queue(raw.queue, base)?,
+        upstream: upstream(raw.upstream, base)?,
+        delivery: delivery(raw.delivery),
+        log: log(raw.log)?,
+    })
+}
+
+fn listen(raw: RawListen) -> Result<ListenConfig> {
+    let addrs = raw
+        .addrs
+        .map(List::into_vec)
+        .unwrap_or_else(|| vec!["127.0.0.1:2525".to_owned()]);
+    if addrs.is_empty() {
+        return invalid("listen.addrs", "is empty; give at least one ip:port");
+    }
+    let addrs = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            a.trim().parse::<SocketAddr>().or_else(|_| {
+                invalid(
+                    &format!("listen.addrs[{i}]"),
+                    format!(
+                        "{a:?} is not an ip:port (e.g. \"127.0.0.1:2525\" or \"[::1]:2525\"; \
+                         host names are not resolved)"
+                    ),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+
+    let nets = raw
+        .allowed_networks
+        .map(List::into_vec)
+        .unwrap_or_else(|| vec!["127.0.0.0/8".to_owned(), "::1/128".to_owned()]);
+    let allowed_networks = nets
+        .iter()
+        .enumerate()
+        .map(|(i, n)| network(&format!("listen.allowed_networks[{i}]"), n))
+        .collect::<Result<Vec<_>>>()?;
+
+    let max_message_size = positive(
+        "listen.max_message_size",
+        raw.max_message_size.unwrap_or(DEFAULT_MAX_MESSAGE_SIZE),
+    )?;
+    let hostname = raw.hostname.unwrap_or_else(system_hostname);
+    if !is_hostname(&hostname) {
+        return invalid(
+            "listen.hostname",
+            format!("{hostname:?} is not a host name (letters, digits, '-' and '.')"),
+        );
+    }
+    Ok(ListenConfig {
+        addrs,
+        allowed_networks,
+        max_message_size,
+        max_recipients: positive("listen.max_recipients", raw.max_recipients.unwrap_or(1000))?,
+        max_connections: positive("listen.max_connections", raw.max_connections.unwrap_or(512))?,
+        hostname,
+        idle_timeout: duration("listen.idle_timeout", raw.idle_timeout, "5m")?,
+        data_timeout: duration("listen.data_timeout", raw.data_timeout, "10m")?,
+    })
+}
+
+/// A CIDR (`10.0.0.0/8`) or a single address (`192.168.1.20`, taken as /32 or /128).
+fn network(key: &str, text: &str) -> Result<IpNet> {
+    let text = text.trim();
+    let net = match text.parse::<IpNet>() {
+        Ok(net) => net,
+        Err(_) => match text.parse::<std::net::IpAddr>() {
+            Ok(ip) => IpNet::from(ip),
+            Err(_) => {
+                return invalid(
+                    key,
+                    format!("{text:?} is not a network (e.g. \"192.168.1.0/24\" or \"::1/128\")"),
+                );
+            }
+        },
+    };
+    if net.trunc() != net {
+        return invalid(
+            key,
+            format!(
+                "{text:?} has host bits set; did you mean \"{}\"?",
+                net.trunc()
+            ),
+        );
+    }
+    Ok(net)
+}
+
+fn queue(raw: RawQueue, base: &Path) -> Result<QueueConfig> {
+    let dir = raw
+        .dir
+        .unwrap_or_else(|| "/var/spool/gmail-relay".to_owned());
+    if dir.trim().is_empty() {
+        return invalid("queue.dir", "is empty; give the spool directory");
+    }
+    let retry_min = duration("queue.retry_min", raw.retry_min, "1m")?;
+    let retry_max = duration("queue.retry_max", raw.retry_max, "1h")?;
+    if retry_max < retry_min {
+        return invalid(
+            "queue.retry_max",
+            format!(
+                "({}) is shorter than queue.retry_min ({})",
+                humantime::format_duration(retry_max),
+                humantime::format_duration(retry_min)
+            ),
+        );
+    }
+    Ok(QueueConfig {
+        dir: resolve(base, &dir),
+        retry_min,
+        retry_max,
+        max_age: duration("queue.max_age", raw.max_age, "5d")?,
+    })
+}
+
+fn upstream(raw: RawUpstream, base: &Path) -> Result<UpstreamConfig> {
+    let host = raw.host.unwrap_or_else(|| "smtp.gmail.com".to_owned());
+    if host.trim().is_empty() || host.contains(char::is_whitespace) {
+        return invalid("upstream.host", format!("{host:?} is not a host name"));
+    }
+    let tls = match raw.tls.as_deref().map(str::trim) {
+        None | Some("starttls") => TlsMode::StartTls,
+        Some("implicit") => TlsMode::Implicit,
+        Some(other) => {
+            return invalid(
+                "upstream.tls",
+                format!(
+                    "{other:?} is not one of \"starttls\" (port 587) or \"implicit\" (port 465); \
+                     plain-text upstreams are not supported"
+                ),
+            );
+        }
+    };
+    let port = match raw.port {
+        Some(0) => return invalid("upstream.port", "0 is not a port"),
+        Some(p) => p,
+        None if tls == TlsMode::Implicit => 465,
+        None => 587,
+    };
+    let username = match raw.username.map(|u| u.trim().to_owned()) {
+        Some(u) if !u.is_empty() => u,
+        _ => {
+            return invalid(
+                "upstream.username",
+                "is missing; set it to the Gmail address the relay logs in as",
+            );
+        }
+    };
+    let password = match (raw.password, raw.password_file) {
+        (Some(_), Some(_)) => {
+            return invalid(
+                "upstream.password",
+                "is set together with upstream.password_file; set only one",
+            );
+        }
+        (Some(p), None) if !p.trim().is_empty() => Secret::new(p.trim_end()),
+        (Some(_), None) => return invalid("upstream.password", "is empty"),
+        (None, Some(file)) => Secret::from_file(&resolve(base, &file))
+            .or_else(|e| invalid("upstream.password_file", e.to_string()))?,
+        (None, None) => {
+            return invalid(
+                "upstream.password",
+                "is missing; set upstream.password_file (a file holding the Gmail app password), \
+                 upstream.password, or the environment variable GMAIL_RELAY__UPSTREAM__PASSWORD",
+            );
+        }
+    };
+    let ca_file = match raw.ca_file {
+        None => None,
+        Some(f) => {
+            let path = resolve(base, &f);
+            let pem = std::fs::read(&path).or_else(|e| {
+                invalid("upstream.ca_file", format!("cannot read {}: {e}", path.display()))
+            })?;
+            if !pem
+                .windows(27)
+                .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+            {
+                return invalid(
+                    "upstream.ca_file",
+                    format!("{} holds no PEM certificate", path.display()),
+                );
+            }
+            Some(path)
+        }
+    };
+    let helo_name = raw.helo_name.unwrap_or_else(system_hostname);
+    if !is_hostname(&helo_name) {
+        return invalid(
+            "upstream.helo_name",
+            format!("{helo_name:?} is not a host name (letters, digits, '-' and '.')"),
+        );
+    }
+    Ok(UpstreamConfig {
+        host,
+        port,
+        tls,
+        credentials: Credentials::password(username, password),
+        ca_file,
+        helo_name,
+        max_connections: positive("upstream.max_connections", raw.max_connections.unwrap_or(2))?,
+        timeout: duration("upstream.timeout", raw.timeout, "60s")?,
+        idle_timeout: duration("upstream.idle_timeout", raw.idle_timeout, "4m")?,
+    })
+}
+
+fn delivery(raw: RawDelivery) -> DeliveryConfig {
+    DeliveryConfig {
+        hold: raw.hold.unwrap_or(false),
+    }
+}
+
+fn log(raw: RawLog) -> Result<LogConfig> {
+    let format = match raw.format.as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            return invalid(
+                "log.format",
+                format!("{other:?} is not one of \"text\" or \"json\""),
+            );
+        }
+    };
+    let level = raw.level.unwrap_or_else(|| "info".to_owned());
+    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+        return invalid(
+            "log.level",
+            format!("{level:?} is not a level (error, warn, info, debug, trace) or a filter"),
+        );
+    }
+    Ok(LogConfig { level, format })
+}
+
+fn positive(key: &str, value: u64) -> Result<usize> {
+    match usize::try_from(value) {
+        Ok(0) => invalid(key, "must be greater than 0"),
+        Ok(v) => Ok(v),
+        Err(_) => invalid(key, format!("{value} is too large")),
+    }
+}
+
+fn duration(key: &str, value: Option<String>, default: &str) -> Result<Duration> {
+    let text = value.unwrap_or_else(|| default.to_owned());
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) if d.is_zero() => invalid(key, "must be longer than 0"),
+        Ok(d) => Ok(d),
+        Err(e) => invalid(
+            key,
+            format!("{text:?} is not a duration ({e}); write e.g. \"30s\", \"5m\", \"1h\", \"5d\""),
+        ),
+    }
+}
+
+fn resolve(base: &Path, path: &str) -> PathBuf {
+    let p = Path::new(path.trim());
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn is_hostname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .split('.')
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+}

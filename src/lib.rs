@@ -1,0 +1,4 @@
+pub mod auth;
+pub mod config;
+pub mod observe;
+pub mod spool;

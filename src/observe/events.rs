@@ -1,0 +1,63 @@
+//! The mail event log: one line per event in a message's life, target `gmail_relay::mail`.
+//!
+//! Field names are a stable interface (`id`, `client`, `from`, `to`, `size`, `reply`,
+//! `reason`, `next_attempt`, `attempts`); change them only with a note in the README. An empty
+//! sender (the null sender `<>`) is logged as `<>`.
+
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use tracing::{info, warn};
+
+const TARGET: &str = "gmail_relay::mail";
+
+fn sender(from: &str) -> &str {
+    if from.is_empty() { "<>" } else { from }
+}
+
+fn when(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// A message was committed to the spool and acknowledged with 250.
+pub fn received(id: &str, client: IpAddr, from: &str, to: &[String], size: usize) {
+    info!(target: TARGET, id, %client, from = sender(from), to = %to.join(","), size, "received");
+}
+
+/// The upstream accepted the message for one recipient.
+pub fn delivered(id: &str, to: &str, reply: &str) {
+    info!(target: TARGET, id, to, reply, "delivered");
+}
+
+/// An attempt failed temporarily; the message (or these recipients) will be tried again.
+pub fn deferred(id: &str, to: &[String], reason: &str, next_attempt: SystemTime, attempts: u32) {
+    info!(
+        target: TARGET, id, to = %to.join(","), reason,
+        next_attempt = %when(next_attempt), attempts, "deferred"
+    );
+}
+
+/// The upstream refused one recipient permanently; the others are unaffected.
+pub fn recipient_failed(id: &str, to: &str, reply: &str) {
+    warn!(target: TARGET, id, to, reply, "recipient failed");
+}
+
+/// The message was given up on and moved to the failed area.
+pub fn failed(id: &str, reason: &str) {
+    warn!(target: TARGET, id, reason, "failed");
+}
+
+/// Every recipient is settled (delivered or failed) and the message left the queue.
+pub fn removed(id: &str) {
+    info!(target: TARGET, id, "removed");
+}
+
+/// Delivery as a whole stopped until `until`: the upstream is unreachable or refuses the login.
+pub fn upstream_paused(reason: &str, until: SystemTime) {
+    warn!(target: TARGET, reason, until = %when(until), "upstream paused");
+}
+
+/// Delivery resumed after a pause.
+pub fn upstream_resumed() {
+    info!(target: TARGET, "upstream resumed");
+}

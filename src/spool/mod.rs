@@ -1,0 +1,349 @@
+//! The spool: the durable queue on disk, and the only code that writes it.
+//!
+//! # Layout (`queue.dir`)
+//!
+//! ```text
+//! lock             flock held by the running daemon; contains its pid
+//! tmp/             files being written; anything here at start-up is debris and is deleted
+//! queue/<id>.msg   a committed message: envelope header line + body (see `format`)
+//! queue/<id>.state its delivery state, once it has been tried (replaced atomically)
+//! failed/<id>.*    messages given up on, or found unreadable, with the reason in the state
+//! ```
+//!
+//! Directories are 0700 and files 0600.
+//!
+//! # Commit protocol
+//!
+//! [`Spool::commit`] writes `tmp/<id>.msg`, fsyncs it, renames it to `queue/<id>.msg` and
+//! fsyncs `queue/` (the last two shared by concurrent commits, see `commit`). Only when that
+//! has returned may the intake answer 250: the rename of the message file is the commit record,
+//! so a crash at any instant leaves either nothing (client not yet acknowledged) or a complete
+//! message.
+//!
+//! # Recovery
+//!
+//! [`Spool::open`] locks the spool (a second daemon gets [`SpoolError::Locked`]), deletes
+//! `tmp/`, and lists every committed message with its next attempt time. A message file whose
+//! header or size does not check out, or whose state file is unreadable, is moved to `failed/`
+//! with the reason (never sent half, never sent twice by guessing). A state file without its
+//! message is the trace of a removal or a move to `failed/` cut short by a crash, and is
+//! finished.
+//!
+//! The spool decides nothing about timing: the scheduler says when, the spool records it.
+
+mod commit;
+mod format;
+mod fsio;
+mod id;
+mod recover;
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::sync::mpsc;
+
+pub use format::{DeliveryState, Envelope, FormatError, RecipientState, RecipientStatus};
+pub use id::QueueId;
+
+use commit::Committer;
+use id::IdGen;
+
+/// A message waiting in the queue, as the scheduler sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedMessage {
+    /// Its id.
+    pub id: QueueId,
+    /// When it was acknowledged (for the maximum age).
+    pub received_at: SystemTime,
+    /// When it is due.
+    pub next_attempt: SystemTime,
+}
+
+/// A queued message read back for an attempt.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// Its id.
+    pub id: QueueId,
+    /// Sender, recipients, origin.
+    pub envelope: Envelope,
+    /// Attempts and per-recipient outcomes so far.
+    pub state: DeliveryState,
+    /// The bytes to send after DATA (CRLF lines, not dot-stuffed).
+    pub body: Vec<u8>,
+}
+
+/// What went wrong with the spool. Every variant names the path involved.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// Another process holds the spool lock.
+    #[error(
+        "spool {dir} is in use by another gmail-relay{}; stop it, or give this one its own queue.dir",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    Locked {
+        /// The spool directory.
+        dir: PathBuf,
+        /// The holder's pid, if known.
+        pid: Option<u32>,
+    },
+    /// A file operation failed.
+    #[error("spool: cannot {op} {}: {source}", path.display())]
+    Io {
+        /// What was being done (`create`, `write`, `read`, ...).
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// A queue file could not be decoded.
+    #[error("spool: {} is unreadable: {source}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: FormatError,
+    },
+    /// No such message in the queue.
+    #[error("message {0} is not in the queue")]
+    NotFound(QueueId),
+}
+
+/// The result of opening a spool.
+pub struct Opened {
+    /// The spool, locked for this process.
+    pub spool: Spool,
+    /// Every committed message found on disk, oldest id first.
+    pub recovered: Vec<QueuedMessage>,
+    /// Receives each message as it is committed from now on.
+    pub committed: mpsc::UnboundedReceiver<QueuedMessage>,
+}
+
+/// Handle to an open, locked spool. Cheap to clone; every clone is the same spool.
+#[derive(Clone)]
+pub struct Spool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    root: PathBuf,
+    tmp: PathBuf,
+    queue: PathBuf,
+    failed: PathBuf,
+    ids: IdGen,
+    committer: Committer,
+    notify: mpsc::UnboundedSender<QueuedMessage>,
+    _lock: File,
+}
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SpoolError + use<> {
+    let path = path.to_path_buf();
+    move |source| SpoolError::Io { op, path, source }
+}
+
+impl Spool {
+    /// Creates (if needed) and locks the spool at `dir`, clears `tmp/` and recovers the queue.
+    /// Blocking: call it from start-up code or a blocking task.
+    pub fn open(dir: &Path) -> Result<Opened, SpoolError> {
+        let root = dir.to_path_buf();
+        let (tmp, queue, failed) = (root.join("tmp"), root.join("queue"), root.join("failed"));
+        if !root.exists() {
+            fsio::private_dir(&root).map_err(io_err("create", &root))?;
+        }
+        let lock_path = root.join("lock");
+        let lock = fsio::lock(&lock_path).map_err(|e| match e {
+            fsio::LockError::Held(pid) => SpoolError::Locked {
+                dir: root.clone(),
+                pid,
+            },
+            fsio::LockError::Io(source) => SpoolError::Io {
+                op: "lock",
+                path: lock_path.clone(),
+                source,
+            },
+        })?;
+        for d in [&tmp, &queue, &failed] {
+            fsio::private_dir(d).map_err(io_err("create", d))?;
+        }
+        let committer = Committer::start(queue.clone()).map_err(io_err("start committer for", &queue))?;
+        let (notify, committed) = mpsc::unbounded_channel();
+        let spool = Spool {
+            inner: Arc::new(Inner {
+                root,
+                tmp,
+                queue,
+                failed,
+                ids: IdGen::default(),
+                committer,
+                notify,
+                _lock: lock,
+            }),
+        };
+        let recovered = recover::recover(&spool)?;
+        Ok(Opened {
+            spool,
+            recovered,
+            committed,
+        })
+    }
+
+    /// The spool directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// A fresh id for a message about to be committed.
+    pub fn new_id(&self) -> QueueId {
+        self.inner.ids.next()
+    }
+
+    fn msg_path(&self, dir: &Path, id: QueueId) -> PathBuf {
+        dir.join(format!("{id}.msg"))
+    }
+
+    fn state_path(&self, dir: &Path, id: QueueId) -> PathBuf {
+        dir.join(format!("{id}.state"))
+    }
+
+    /// Writes a message durably into the queue (see the commit protocol above). `body` is the
+    /// message in pieces (e.g. the added trace header, then the client's data), written in order.
+    /// When this returns `Ok`, and only then, the message may be acknowledged.
+    pub async fn commit(
+        &self,
+        id: QueueId,
+        envelope: Envelope,
+        body: Vec<Vec<u8>>,
+    ) -> Result<(), SpoolError> {
+        let size: usize = body.iter().map(Vec::len).sum();
+        let tmp = self.msg_path(&self.inner.tmp, id);
+        let dest = self.msg_path(&self.inner.queue, id);
+        let header = format::encode_header(&envelope, size as u64);
+        let path = tmp.clone();
+        blocking(move || {
+            let mut parts: Vec<&[u8]> = Vec::with_capacity(body.len() + 1);
+            parts.push(&header);
+            parts.extend(body.iter().map(Vec::as_slice));
+            fsio::write_new(&path, &parts).map_err(io_err("write", &path))
+        })
+        .await?;
+        self.inner
+            .committer
+            .commit(tmp, dest.clone())
+            .await
+            .map_err(io_err("commit", &dest))?;
+        let _ = self.inner.notify.send(QueuedMessage {
+            id,
+            received_at: envelope.received_at,
+            next_attempt: envelope.received_at,
+        });
+        Ok(())
+    }
+
+    /// Reads a queued message and its delivery state (a fresh state if it was never tried).
+    pub async fn load(&self, id: QueueId) -> Result<Message, SpoolError> {
+        let msg = self.msg_path(&self.inner.queue, id);
+        let state = self.state_path(&self.inner.queue, id);
+        blocking(move || {
+            let bytes = std::fs::read(&msg).map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => SpoolError::NotFound(id),
+                _ => io_err("read", &msg)(e),
+            })?;
+            let (envelope, body) =
+                format::decode_message(bytes).map_err(|source| SpoolError::Corrupt {
+                    path: msg.clone(),
+                    source,
+                })?;
+            let state = read_state(&state)?.unwrap_or_else(|| DeliveryState::new(&envelope));
+            Ok(Message {
+                id,
+                envelope,
+                state,
+                body,
+            })
+        })
+        .await
+    }
+
+    /// Records a message's delivery state (after an attempt), atomically.
+    pub async fn save_state(&self, id: QueueId, state: &DeliveryState) -> Result<(), SpoolError> {
+        let bytes = format::encode_state(state);
+        let tmp = self.state_path(&self.inner.tmp, id);
+        let dest = self.state_path(&self.inner.queue, id);
+        blocking(move || fsio::replace(&tmp, &dest, &bytes).map_err(io_err("write", &dest))).await
+    }
+
+    /// Removes a message whose every recipient is settled.
+    pub async fn remove(&self, id: QueueId) -> Result<(), SpoolError> {
+        let msg = self.msg_path(&self.inner.queue, id);
+        let state = self.state_path(&self.inner.queue, id);
+        let queue = self.inner.queue.clone();
+        blocking(move || {
+            // Message first: a state file left alone by a crash is recognised as debris.
+            fsio::remove_if_exists(&msg).map_err(io_err("remove", &msg))?;
+            fsio::remove_if_exists(&state).map_err(io_err("remove", &state))?;
+            fsio::sync_dir(&queue).map_err(io_err("sync", &queue))
+        })
+        .await
+    }
+
+    /// Moves a message to the failed area with its final state (which says why).
+    pub async fn fail(&self, id: QueueId, state: &DeliveryState) -> Result<(), SpoolError> {
+        self.save_state(id, state).await?;
+        let this = self.clone();
+        blocking(move || this.move_to_failed(id)).await
+    }
+
+    /// Moves whatever files `id` has in the queue to the failed area. Message first, so that a
+    /// crash in between leaves a state file that recovery knows how to finish moving.
+    fn move_to_failed(&self, id: QueueId) -> Result<(), SpoolError> {
+        let (q, f) = (&self.inner.queue, &self.inner.failed);
+        for (from, to) in [
+            (self.msg_path(q, id), self.msg_path(f, id)),
+            (self.state_path(q, id), self.state_path(f, id)),
+        ] {
+            match std::fs::rename(&from, &to) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(io_err("move to failed/", &from)(e));
+                }
+                _ => {}
+            }
+        }
+        fsio::sync_dir(f).map_err(io_err("sync", f))?;
+        fsio::sync_dir(q).map_err(io_err("sync", q))
+    }
+}
+
+/// Reads a state file; `None` if it does not exist.
+fn read_state(path: &Path) -> Result<Option<DeliveryState>, SpoolError> {
+    match std::fs::read(path) {
+        Ok(bytes) => format::decode_state(&bytes)
+            .map(Some)
+            .map_err(|source| SpoolError::Corrupt {
+                path: path.to_path_buf(),
+                source,
+            }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err("read", path)(e)),
+    }
+}
+
+/// Runs blocking file work off the async worker threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, SpoolError> + Send + 'static,
+) -> Result<T, SpoolError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| {
+            Err(SpoolError::Io {
+                op: "run",
+                path: PathBuf::new(),
+                source: io::Error::other(e.to_string()),
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests;
