@@ -99,7 +99,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("pw");
         std::fs::write(&p, "abcd efgh ijkl mnop\n").unwrap();
-        assert_eq!(Secret::from_file(&p).unwrap().expose(), "abcd efgh ijkl mnop");
+        assert_eq!(
+            Secret::from_file(&p).unwrap().expose(),
+            "abcd efgh ijkl mnop"
+        );
 
         std::fs::write(&p, "\n").unwrap();
         let e = Secret::from_file(&p).unwrap_err().to_string();

@@ -42,11 +42,17 @@ fn the_sample_config_is_valid_with_a_password_from_the_environment() {
     )
     .unwrap();
     assert_eq!(cfg.listen.addrs, vec!["127.0.0.1:2525".parse().unwrap()]);
-    assert!(cfg.listen.addrs[0].port() > 1024, "sample must run as non-root");
+    assert!(
+        cfg.listen.addrs[0].port() > 1024,
+        "sample must run as non-root"
+    );
     assert_eq!(cfg.upstream.host, "smtp.gmail.com");
     assert_eq!(cfg.upstream.port, 587);
     assert_eq!(cfg.upstream.tls, TlsMode::StartTls);
-    assert_eq!(cfg.upstream.credentials.login().password.expose(), "abcd efgh ijkl mnop");
+    assert_eq!(
+        cfg.upstream.credentials.login().password.expose(),
+        "abcd efgh ijkl mnop"
+    );
     assert_eq!(cfg.queue.dir, sample.parent().unwrap().join("spool"));
 }
 
@@ -95,21 +101,29 @@ fn unknown_keys_from_the_environment_are_rejected_too() {
 
 #[test]
 fn bad_cidr_names_the_key_and_index() {
-    let (key, msg) =
-        invalid_key(&format!("{MINIMAL}[listen]\nallowed_networks = [\"127.0.0.0/8\", \"10.0.0/8\"]\n"));
+    let (key, msg) = invalid_key(&format!(
+        "{MINIMAL}[listen]\nallowed_networks = [\"127.0.0.0/8\", \"10.0.0/8\"]\n"
+    ));
     assert_eq!(key, "listen.allowed_networks[1]");
     assert!(msg.contains("10.0.0/8"), "{msg}");
 
-    let (key, msg) = invalid_key(&format!("{MINIMAL}[listen]\nallowed_networks = [\"10.1.2.3/8\"]\n"));
+    let (key, msg) = invalid_key(&format!(
+        "{MINIMAL}[listen]\nallowed_networks = [\"10.1.2.3/8\"]\n"
+    ));
     assert_eq!(key, "listen.allowed_networks[0]");
     assert!(msg.contains("10.0.0.0/8"), "suggests the network: {msg}");
 }
 
 #[test]
 fn single_addresses_are_networks_of_one() {
-    let cfg = load_text(&format!("{MINIMAL}[listen]\nallowed_networks = [\"192.168.1.20\", \"::1\"]\n"))
-        .unwrap();
-    assert_eq!(cfg.listen.allowed_networks[0].to_string(), "192.168.1.20/32");
+    let cfg = load_text(&format!(
+        "{MINIMAL}[listen]\nallowed_networks = [\"192.168.1.20\", \"::1\"]\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        cfg.listen.allowed_networks[0].to_string(),
+        "192.168.1.20/32"
+    );
     assert_eq!(cfg.listen.allowed_networks[1].to_string(), "::1/128");
 }
 
@@ -133,18 +147,27 @@ fn password_file_is_read_relative_to_the_config() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("pw"), "app-password\n").unwrap();
     let cfg = load_with_env(
-        &write(dir.path(), "[upstream]\nusername = \"me@gmail.com\"\npassword_file = \"pw\"\n"),
+        &write(
+            dir.path(),
+            "[upstream]\nusername = \"me@gmail.com\"\npassword_file = \"pw\"\n",
+        ),
         env(&[]),
     )
     .unwrap();
-    assert_eq!(cfg.upstream.credentials.login().password.expose(), "app-password");
+    assert_eq!(
+        cfg.upstream.credentials.login().password.expose(),
+        "app-password"
+    );
 }
 
 #[test]
 fn tls_must_be_one_of_two_values() {
     let (key, msg) = invalid_key(&format!("{MINIMAL}tls = \"ssl\"\n"));
     assert_eq!(key, "upstream.tls");
-    assert!(msg.contains("starttls") && msg.contains("implicit"), "{msg}");
+    assert!(
+        msg.contains("starttls") && msg.contains("implicit"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -184,7 +207,10 @@ fn environment_overrides_the_file_including_lists() {
         ]),
     )
     .unwrap();
-    assert_eq!(cfg.upstream.credentials.login().password.expose(), "from-env");
+    assert_eq!(
+        cfg.upstream.credentials.login().password.expose(),
+        "from-env"
+    );
     assert_eq!(cfg.upstream.port, 2587);
     assert_eq!(cfg.listen.addrs.len(), 2);
     assert_eq!(cfg.queue.retry_min, Duration::from_secs(30));

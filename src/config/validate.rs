@@ -203,12 +203,12 @@ fn upstream(raw: RawUpstream, base: &Path) -> Result<UpstreamConfig> {
         Some(f) => {
             let path = resolve(base, &f);
             let pem = std::fs::read(&path).or_else(|e| {
-                invalid("upstream.ca_file", format!("cannot read {}: {e}", path.display()))
+                invalid(
+                    "upstream.ca_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
             })?;
-            if !pem
-                .windows(27)
-                .any(|w| w == b"-----BEGIN CERTIFICATE-----")
-            {
+            if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
                 return invalid(
                     "upstream.ca_file",
                     format!("{} holds no PEM certificate", path.display()),

@@ -82,7 +82,10 @@ fn run(queue_dir: &std::path::Path, rx: &mpsc::Receiver<Request>) {
                 (Err(e), Ok(())) => {
                     // Not durable, so not acknowledged: take it back out of the queue.
                     let _ = std::fs::remove_file(&req.dest);
-                    Err(io::Error::new(e.kind(), format!("fsync of queue directory: {e}")))
+                    Err(io::Error::new(
+                        e.kind(),
+                        format!("fsync of queue directory: {e}"),
+                    ))
                 }
                 (Err(_), Err(e)) => Err(e),
             };

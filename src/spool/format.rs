@@ -241,7 +241,11 @@ mod tests {
     fn message_round_trips() {
         let body = b"Subject: hi\r\n\r\nbody\r\n".to_vec();
         let mut file = encode_header(&envelope(), body.len() as u64);
-        assert_eq!(file.iter().filter(|&&b| b == b'\n').count(), 1, "header is one line");
+        assert_eq!(
+            file.iter().filter(|&&b| b == b'\n').count(),
+            1,
+            "header is one line"
+        );
         file.extend_from_slice(&body);
         let (env, got) = decode_message(file).unwrap();
         assert_eq!(env, envelope());
@@ -254,13 +258,19 @@ mod tests {
         file.extend_from_slice(&[b'x'; 60]);
         assert_eq!(
             decode_message(file).unwrap_err(),
-            FormatError::Size { expected: 100, actual: 60 }
+            FormatError::Size {
+                expected: 100,
+                actual: 60
+            }
         );
     }
 
     #[test]
     fn garbage_and_future_versions_are_errors() {
-        assert!(matches!(decode_message(b"garbage".to_vec()), Err(FormatError::Header(_))));
+        assert!(matches!(
+            decode_message(b"garbage".to_vec()),
+            Err(FormatError::Header(_))
+        ));
         let line = b"{\"v\":9,\"size\":0,\"envelope\":{}}\n".to_vec();
         assert!(decode_message(line).is_err());
     }

@@ -115,10 +115,16 @@ mod tests {
         let d = t.path().join("q");
         private_dir(&d).unwrap();
         private_dir(&d).unwrap();
-        assert_eq!(fs::metadata(&d).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::metadata(&d).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
         let f = d.join("m");
         write_new(&f, &[b"a", b"b"]).unwrap();
-        assert_eq!(fs::metadata(&f).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(fs::read(&f).unwrap(), b"ab");
         assert!(write_new(&f, &[b"c"]).is_err(), "never overwrites");
     }

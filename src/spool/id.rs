@@ -97,7 +97,13 @@ mod tests {
 
     #[test]
     fn parse_rejects_anything_but_16_lowercase_hex() {
-        for bad in ["", "0006455F3C2A1B2C", "0006455f3c2a1b2", "../../etc/passwd", "0006455f3c2a1b2g"] {
+        for bad in [
+            "",
+            "0006455F3C2A1B2C",
+            "0006455f3c2a1b2",
+            "../../etc/passwd",
+            "0006455f3c2a1b2g",
+        ] {
             assert_eq!(QueueId::parse(bad), None, "{bad}");
         }
     }
@@ -111,7 +117,10 @@ mod tests {
                 std::thread::spawn(move || (0..1000).map(|_| g.next()).collect::<Vec<_>>())
             })
             .collect();
-        let mut all: Vec<_> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        let mut all: Vec<_> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
         all.sort();
         all.dedup();
         assert_eq!(all.len(), 4000);

@@ -168,7 +168,8 @@ impl Spool {
         for d in [&tmp, &queue, &failed] {
             fsio::private_dir(d).map_err(io_err("create", d))?;
         }
-        let committer = Committer::start(queue.clone()).map_err(io_err("start committer for", &queue))?;
+        let committer =
+            Committer::start(queue.clone()).map_err(io_err("start committer for", &queue))?;
         let (notify, committed) = mpsc::unbounded_channel();
         let spool = Spool {
             inner: Arc::new(Inner {
@@ -334,15 +335,13 @@ fn read_state(path: &Path) -> Result<Option<DeliveryState>, SpoolError> {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, SpoolError> + Send + 'static,
 ) -> Result<T, SpoolError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| {
-            Err(SpoolError::Io {
-                op: "run",
-                path: PathBuf::new(),
-                source: io::Error::other(e.to_string()),
-            })
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(SpoolError::Io {
+            op: "run",
+            path: PathBuf::new(),
+            source: io::Error::other(e.to_string()),
         })
+    })
 }
 
 #[cfg(test)]

@@ -66,7 +66,10 @@ pub(super) fn recover(spool: &Spool) -> Result<Vec<QueuedMessage>, SpoolError> {
 fn check(spool: &Spool, id: QueueId, has_state: bool) -> Result<QueuedMessage, String> {
     let path = spool.msg_path(&spool.inner.queue, id);
     let file = std::fs::File::open(&path).map_err(|e| format!("cannot open: {e}"))?;
-    let len = file.metadata().map_err(|e| format!("cannot stat: {e}"))?.len();
+    let len = file
+        .metadata()
+        .map_err(|e| format!("cannot stat: {e}"))?
+        .len();
     let mut line = Vec::new();
     BufReader::new(file)
         .take(MAX_HEADER)
@@ -95,13 +98,16 @@ fn check(spool: &Spool, id: QueueId, has_state: bool) -> Result<QueuedMessage, S
 fn quarantine(spool: &Spool, id: QueueId, reason: &str) -> Result<(), SpoolError> {
     let reason = format!("unreadable in the queue at start-up: {reason}");
     let state_path = spool.state_path(&spool.inner.queue, id);
-    let mut state = read_state(&state_path).ok().flatten().unwrap_or(DeliveryState {
-        attempts: 0,
-        next_attempt: std::time::SystemTime::now(),
-        last_error: None,
-        failed_reason: None,
-        recipients: Vec::new(),
-    });
+    let mut state = read_state(&state_path)
+        .ok()
+        .flatten()
+        .unwrap_or(DeliveryState {
+            attempts: 0,
+            next_attempt: std::time::SystemTime::now(),
+            last_error: None,
+            failed_reason: None,
+            recipients: Vec::new(),
+        });
     state.failed_reason = Some(reason.clone());
     let tmp = spool.state_path(&spool.inner.tmp, id);
     fsio::replace(&tmp, &state_path, &format::encode_state(&state))

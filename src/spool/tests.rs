@@ -18,7 +18,11 @@ fn envelope(rcpts: &[&str]) -> Envelope {
 async fn commit_one(spool: &Spool, body: &[u8]) -> QueueId {
     let id = spool.new_id();
     spool
-        .commit(id, envelope(&["a@example.com", "b@example.com"]), vec![b"Received: x\r\n".to_vec(), body.to_vec()])
+        .commit(
+            id,
+            envelope(&["a@example.com", "b@example.com"]),
+            vec![b"Received: x\r\n".to_vec(), body.to_vec()],
+        )
         .await
         .unwrap();
     id
@@ -57,10 +61,15 @@ async fn committed_message_is_recovered_after_reopen_byte_exact() {
 async fn a_second_open_is_refused_while_the_first_holds_the_lock() {
     let dir = tempfile::tempdir().unwrap();
     let _first = Spool::open(dir.path()).unwrap();
-    let err = Spool::open(dir.path()).err().expect("second open must fail");
+    let err = Spool::open(dir.path())
+        .err()
+        .expect("second open must fail");
     assert!(matches!(err, SpoolError::Locked { .. }));
     let text = err.to_string();
-    assert!(text.contains(&dir.path().display().to_string()) && text.contains("pid"), "{text}");
+    assert!(
+        text.contains(&dir.path().display().to_string()) && text.contains("pid"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -70,7 +79,10 @@ async fn debris_in_tmp_is_removed_and_never_delivered() {
     std::fs::write(dir.path().join("tmp/0006455f3c2a1b2c.msg"), b"half a mess").unwrap();
     let opened = Spool::open(dir.path()).unwrap();
     assert!(opened.recovered.is_empty());
-    assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+        0
+    );
 }
 
 #[tokio::test]
@@ -82,7 +94,12 @@ async fn truncated_message_is_quarantined_with_the_reason() {
     };
     let path = dir.path().join(format!("queue/{id}.msg"));
     let len = std::fs::metadata(&path).unwrap().len();
-    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 10).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - 10)
+        .unwrap();
 
     let opened = Spool::open(dir.path()).unwrap();
     assert!(opened.recovered.is_empty(), "a cut file is never sent");
@@ -150,11 +167,17 @@ async fn remove_and_fail_leave_the_queue_empty() {
     let mut msg = opened.spool.load(b).await.unwrap();
     msg.state.failed_reason = Some("550 5.1.1 no such user".into());
     opened.spool.fail(b, &msg.state).await.unwrap();
-    assert_eq!(std::fs::read_dir(dir.path().join("queue")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("queue")).unwrap().count(),
+        0
+    );
     assert!(dir.path().join(format!("failed/{b}.msg")).exists());
     let st = std::fs::read_to_string(dir.path().join(format!("failed/{b}.state"))).unwrap();
     assert!(st.contains("5.1.1"));
-    assert!(matches!(opened.spool.load(a).await, Err(SpoolError::NotFound(_))));
+    assert!(matches!(
+        opened.spool.load(a).await,
+        Err(SpoolError::NotFound(_))
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,283 @@
+//! The I/O loop of one client connection: reads lines, drives the [`Session`], reads DATA,
+//! commits the message to the spool and only then answers 250.
+//!
+//! Generic over the stream, so tests run it over an in-memory pipe. Every wait is bounded:
+//! `listen.idle_timeout` for each command, `listen.data_timeout` for a whole DATA, and the same
+//! idle timeout for each write (a client that stops reading cannot hold the task forever).
+//! Memory is bounded too: command lines are cut at [`MAX_LINE`], message data at the size
+//! limit (see `data`).
+//!
+//! Replies are written when the input holds no further complete command, so a pipelining
+//! client gets one write for its whole batch (RFC 2920).
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{Instant, timeout, timeout_at};
+use tokio_util::sync::CancellationToken;
+
+use super::data::{DataReader, Progress};
+use super::message::{self, Trace};
+use super::reply::{self, Reply};
+use super::session::{Action, Session, Settings};
+use crate::observe::events;
+use crate::spool::{Envelope, Spool};
+
+/// Longest command line, CRLF included; longer lines get `500 5.5.6`.
+pub const MAX_LINE: usize = 4096;
+/// Read size while receiving DATA.
+const DATA_CHUNK: usize = 64 * 1024;
+/// Buffer kept by an idle connection.
+const IDLE_BUFFER: usize = 1024;
+
+/// What every connection of a listener shares.
+pub struct Shared {
+    /// Hostname and policy for sessions.
+    pub settings: Arc<Settings>,
+    /// Where messages are committed.
+    pub spool: Spool,
+    /// Longest silence between commands.
+    pub idle_timeout: Duration,
+    /// Longest DATA.
+    pub data_timeout: Duration,
+}
+
+/// The connection ended (client left, timed out, or the session closed it).
+struct Closed;
+
+/// Bytes read but not yet used.
+struct Input {
+    buf: Vec<u8>,
+    start: usize,
+    /// Discarding an over-long line until its end.
+    skipping: bool,
+}
+
+enum Line {
+    Command(std::ops::Range<usize>),
+    TooLong,
+}
+
+impl Input {
+    fn pending(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    fn next_line(&mut self) -> Option<Line> {
+        let rest = &self.buf[self.start..];
+        match memchr::memchr(b'\n', rest) {
+            Some(pos) => {
+                let range = self.start..self.start + pos + 1;
+                self.start = range.end;
+                if std::mem::take(&mut self.skipping) || range.len() > MAX_LINE {
+                    Some(Line::TooLong)
+                } else {
+                    Some(Line::Command(range))
+                }
+            }
+            None => {
+                if rest.len() > MAX_LINE {
+                    self.skipping = true;
+                    self.buf.clear();
+                    self.start = 0;
+                }
+                None
+            }
+        }
+    }
+
+    /// Reads more bytes; `Ok(false)` at end of stream.
+    async fn fill<S: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut S,
+        want: usize,
+    ) -> io::Result<bool> {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        if self.buf.capacity() - self.buf.len() < want / 2 {
+            self.buf.reserve(want);
+        }
+        Ok(stream.read_buf(&mut self.buf).await? > 0)
+    }
+}
+
+/// Serves one admitted client until it quits, times out, or the relay shuts down.
+pub async fn serve<S>(
+    stream: &mut S,
+    mut session: Session,
+    shared: &Shared,
+    cancel: &CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut input = Input {
+        buf: Vec::with_capacity(IDLE_BUFFER),
+        start: 0,
+        skipping: false,
+    };
+    let mut out = Vec::new();
+    session.greeting().write_to(&mut out);
+    let _ = run(stream, &mut session, shared, cancel, &mut input, &mut out).await;
+    let _ = stream.shutdown().await;
+}
+
+async fn run<S>(
+    stream: &mut S,
+    session: &mut Session,
+    shared: &Shared,
+    cancel: &CancellationToken,
+    input: &mut Input,
+    out: &mut Vec<u8>,
+) -> Result<(), Closed>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        while let Some(line) = input.next_line() {
+            let action = match line {
+                Line::Command(range) => session.command(&input.buf[range]),
+                Line::TooLong => session.error(reply::line_too_long()),
+            };
+            let action = match action {
+                Action::ReadData(go_ahead) => {
+                    go_ahead.write_to(out);
+                    send(stream, out, shared.idle_timeout).await?;
+                    let reply = read_message(stream, session, shared, input, out).await?;
+                    session.message_done(reply)
+                }
+                other => other,
+            };
+            match action {
+                Action::Reply(r) | Action::ReadData(r) => r.write_to(out),
+                Action::Close(r) => {
+                    r.write_to(out);
+                    send(stream, out, shared.idle_timeout).await?;
+                    return Err(Closed);
+                }
+            }
+        }
+        send(stream, out, shared.idle_timeout).await?;
+        if input.buf.capacity() > 4 * IDLE_BUFFER && input.pending().is_empty() {
+            input.buf = Vec::with_capacity(IDLE_BUFFER);
+            input.start = 0;
+        }
+        let read = tokio::select! {
+            r = timeout(shared.idle_timeout, input.fill(stream, IDLE_BUFFER)) => r,
+            _ = cancel.cancelled() => {
+                reply::shutting_down().write_to(out);
+                send(stream, out, shared.idle_timeout).await?;
+                return Err(Closed);
+            }
+        };
+        match read {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) | Ok(Err(_)) => return Err(Closed),
+            Err(_) => {
+                reply::timeout().write_to(out);
+                send(stream, out, shared.idle_timeout).await?;
+                return Err(Closed);
+            }
+        }
+    }
+}
+
+/// Reads the DATA of the session's transaction, queues it, and returns the final reply.
+/// A client that disconnects or times out mid-DATA leaves nothing behind.
+async fn read_message<S>(
+    stream: &mut S,
+    session: &mut Session,
+    shared: &Shared,
+    input: &mut Input,
+    out: &mut Vec<u8>,
+) -> Result<Reply, Closed>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let tx = session
+        .take_transaction()
+        .expect("ReadData is only returned with a transaction");
+    let policy = &shared.settings.policy;
+    let mut reader = DataReader::new(policy.max_message_size());
+    let deadline = Instant::now() + shared.data_timeout;
+    loop {
+        if let Progress::Done(n) = reader.feed(input.pending()) {
+            input.start += n;
+            break;
+        }
+        input.start = input.buf.len();
+        let until = deadline.min(Instant::now() + shared.idle_timeout);
+        match timeout_at(until, input.fill(stream, DATA_CHUNK)).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) | Ok(Err(_)) => return Err(Closed),
+            Err(_) => {
+                reply::timeout().write_to(out);
+                send(stream, out, shared.idle_timeout).await?;
+                return Err(Closed);
+            }
+        }
+    }
+    let Some(body) = reader.finish() else {
+        return Ok(policy.too_big().into());
+    };
+    let id = shared.spool.new_id();
+    let received_at = SystemTime::now();
+    let id_text = id.to_string();
+    let trace = message::received_header(&Trace {
+        helo: session.helo(),
+        client: session.client(),
+        by: &shared.settings.hostname,
+        protocol: session.protocol(&tx),
+        id: &id_text,
+        recipients: &tx.recipients,
+        at: received_at,
+    });
+    let size = trace.len() + body.len();
+    let envelope = Envelope {
+        sender: tx.sender,
+        recipients: tx.recipients,
+        received_at,
+        client: session.client().to_canonical(),
+        helo: session.helo().to_owned(),
+        eight_bit_mime: tx.eight_bit_mime,
+        smtputf8: tx.smtputf8,
+    };
+    let (sender, recipients) = (envelope.sender.clone(), envelope.recipients.clone());
+    match shared.spool.commit(id, envelope, vec![trace, body]).await {
+        Ok(()) => {
+            events::received(&id_text, session.client(), &sender, &recipients, size);
+            Ok(reply::queued(&id_text))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "message not queued; client told to retry");
+            Ok(reply::not_queued())
+        }
+    }
+}
+
+/// Writes and empties `out`.
+async fn send<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    out: &mut Vec<u8>,
+    limit: Duration,
+) -> Result<(), Closed> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let written = timeout(limit, async {
+        stream.write_all(out).await?;
+        stream.flush().await
+    })
+    .await;
+    out.clear();
+    match written {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(Closed),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,381 @@
+//! The SMTP server session as a sans-IO state machine: command lines in, [`Action`]s out.
+//!
+//! It knows the RFC 5321 sequence (greeting → HELO/EHLO → MAIL → RCPT… → DATA), the ESMTP
+//! extensions the relay offers, and the policy limits; it does no I/O, so every transition is a
+//! unit test over plain bytes. The I/O loop (`connection`) feeds it lines, sends the replies,
+//! reads DATA when told to, and reports back with [`Session::message_done`].
+//!
+//! States: no greeting yet (`helo == None`) → greeted → in a transaction (`tx`, with a sender and
+//! zero or more recipients). DATA hands the transaction to the I/O loop and returns to greeted.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::command::{self, Command, CommandError};
+use super::reply::{self, Reply};
+use crate::policy::Policy;
+
+/// Errors allowed before the session is closed (Postfix's `smtpd_hard_error_limit` is 20).
+const MAX_ERRORS: u32 = 20;
+
+/// What the I/O loop must do after a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send the reply and read the next command.
+    Reply(Reply),
+    /// Send the reply (354), then read the message data.
+    ReadData(Reply),
+    /// Send the reply and close the connection.
+    Close(Reply),
+}
+
+/// A mail transaction: what MAIL and RCPT said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transaction {
+    /// Envelope sender; empty for `<>`.
+    pub sender: String,
+    /// Envelope recipients, in order.
+    pub recipients: Vec<String>,
+    /// `BODY=8BITMIME` was given.
+    pub eight_bit_mime: bool,
+    /// `SMTPUTF8` was given.
+    pub smtputf8: bool,
+}
+
+/// Settings shared by every session of a listener.
+#[derive(Debug)]
+pub struct Settings {
+    /// The relay's name (banner, EHLO reply).
+    pub hostname: String,
+    /// Size, recipient and client rules.
+    pub policy: Policy,
+}
+
+/// One client's SMTP conversation.
+#[derive(Debug)]
+pub struct Session {
+    settings: Arc<Settings>,
+    client: IpAddr,
+    helo: Option<String>,
+    esmtp: bool,
+    tx: Option<Transaction>,
+    errors: u32,
+}
+
+impl Session {
+    /// A new session for a client the policy has already admitted.
+    pub fn new(settings: Arc<Settings>, client: IpAddr) -> Self {
+        Session {
+            settings,
+            client,
+            helo: None,
+            esmtp: false,
+            tx: None,
+            errors: 0,
+        }
+    }
+
+    /// The 220 greeting.
+    pub fn greeting(&self) -> Reply {
+        Reply::bare(
+            220,
+            vec![format!("{} ESMTP gmail-relay ready", self.settings.hostname).into()],
+        )
+    }
+
+    /// The client's address.
+    pub fn client(&self) -> IpAddr {
+        self.client
+    }
+
+    /// The name the client gave in HELO/EHLO.
+    pub fn helo(&self) -> &str {
+        self.helo.as_deref().unwrap_or("unknown")
+    }
+
+    /// The `with` protocol for the `Received:` header.
+    pub fn protocol(&self, tx: &Transaction) -> &'static str {
+        match (self.esmtp, tx.smtputf8) {
+            (true, true) => "UTF8SMTP",
+            (true, false) => "ESMTP",
+            (false, _) => "SMTP",
+        }
+    }
+
+    /// Handles one command line (with its line ending).
+    pub fn command(&mut self, line: &[u8]) -> Action {
+        let reply = match command::parse(line) {
+            Ok(cmd) => match self.apply(cmd) {
+                Ok(action) => return action,
+                Err(reply) => reply,
+            },
+            Err(e) => parse_error(e),
+        };
+        self.error(reply)
+    }
+
+    /// A reply the I/O loop produced itself (line too long): counted like any error.
+    pub fn error(&mut self, reply: Reply) -> Action {
+        if reply.is_error() {
+            self.errors += 1;
+            if self.errors >= MAX_ERRORS {
+                return Action::Close(reply::too_many_errors());
+            }
+        }
+        Action::Reply(reply)
+    }
+
+    fn apply(&mut self, cmd: Command) -> Result<Action, Reply> {
+        let reply = match cmd {
+            Command::Ehlo(name) => {
+                self.greet(name, true);
+                let max = self.settings.policy.max_message_size();
+                Reply::bare(
+                    250,
+                    vec![
+                        format!("{} greets [{}]", self.settings.hostname, self.client).into(),
+                        "PIPELINING".into(),
+                        format!("SIZE {max}").into(),
+                        "8BITMIME".into(),
+                        "SMTPUTF8".into(),
+                        "ENHANCEDSTATUSCODES".into(),
+                    ],
+                )
+            }
+            Command::Helo(name) => {
+                self.greet(name, false);
+                Reply::bare(250, vec![self.settings.hostname.clone().into()])
+            }
+            Command::Mail {
+                sender,
+                size,
+                eight_bit_mime,
+                smtputf8,
+            } => {
+                if self.helo.is_none() {
+                    return Err(reply::need_helo());
+                }
+                if self.tx.is_some() {
+                    return Err(reply::nested_mail());
+                }
+                if let Some(size) = size {
+                    self.settings.policy.declared_size(size)?;
+                }
+                if !sender.is_ascii() && !smtputf8 {
+                    return Err(reply::needs_smtputf8());
+                }
+                self.tx = Some(Transaction {
+                    sender,
+                    recipients: Vec::new(),
+                    eight_bit_mime,
+                    smtputf8,
+                });
+                reply::sender_ok()
+            }
+            Command::Rcpt(recipient) => {
+                let policy = &self.settings.policy;
+                let tx = self.tx.as_mut().ok_or_else(reply::need_mail)?;
+                if recipient.is_empty() || !recipient.contains('@') {
+                    return Err(reply::bad_recipient());
+                }
+                if !recipient.is_ascii() && !tx.smtputf8 {
+                    return Err(reply::needs_smtputf8());
+                }
+                policy.another_recipient(tx.recipients.len())?;
+                tx.recipients.push(recipient);
+                reply::recipient_ok()
+            }
+            Command::Data => match &self.tx {
+                None => return Err(reply::need_mail()),
+                Some(tx) if tx.recipients.is_empty() => return Err(reply::need_rcpt()),
+                Some(_) => return Ok(Action::ReadData(reply::start_data())),
+            },
+            Command::Rset => {
+                self.tx = None;
+                reply::ok()
+            }
+            Command::Noop => reply::ok(),
+            Command::Quit => return Ok(Action::Close(reply::bye())),
+            Command::Vrfy => reply::cannot_vrfy(),
+            Command::Help => reply::help(),
+            Command::NotImplemented(name) => return Err(reply::not_implemented(name)),
+        };
+        Ok(Action::Reply(reply))
+    }
+
+    fn greet(&mut self, name: String, esmtp: bool) {
+        self.helo = Some(name);
+        self.esmtp = esmtp;
+        self.tx = None;
+    }
+
+    /// Takes the transaction after DATA was accepted with [`Action::ReadData`]. Whatever
+    /// happens to the data, the session is back to "greeted" afterwards.
+    pub fn take_transaction(&mut self) -> Option<Transaction> {
+        self.tx.take()
+    }
+
+    /// Accounts for the reply to the end of DATA (an error counts towards the limit).
+    pub fn message_done(&mut self, reply: Reply) -> Action {
+        self.error(reply)
+    }
+}
+
+fn parse_error(e: CommandError) -> Reply {
+    match e {
+        CommandError::Unknown => reply::unknown_command(),
+        CommandError::Syntax(usage) => reply::syntax(usage),
+        CommandError::BadSender => reply::bad_sender(),
+        CommandError::BadRecipient => reply::bad_recipient(),
+        CommandError::BadParameter(p) => reply::bad_parameter(&p),
+        CommandError::UnsupportedParameter(p) => reply::unsupported_parameter(&p),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ListenConfig;
+    use std::time::Duration;
+
+    fn session() -> Session {
+        let cfg = ListenConfig {
+            addrs: vec![],
+            allowed_networks: vec![],
+            max_message_size: 1000,
+            max_recipients: 3,
+            max_connections: 10,
+            hostname: "relay.test".into(),
+            idle_timeout: Duration::from_secs(1),
+            data_timeout: Duration::from_secs(1),
+        };
+        let settings = Arc::new(Settings {
+            hostname: cfg.hostname.clone(),
+            policy: Policy::new(&cfg),
+        });
+        Session::new(settings, "127.0.0.1".parse().unwrap())
+    }
+
+    /// Runs a dialog: each line is sent, and the reply's first line must start with the
+    /// expected prefix. "D" marks where DATA is accepted.
+    fn dialog(s: &mut Session, steps: &[(&str, &str)]) {
+        for (line, want) in steps {
+            let action = s.command(format!("{line}\r\n").as_bytes());
+            let got = match &action {
+                Action::Reply(r) | Action::ReadData(r) | Action::Close(r) => r.first_line(),
+            };
+            assert!(
+                got.starts_with(want),
+                "{line:?}: got {got:?}, want {want:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ehlo_advertises_the_extensions() {
+        let mut s = session();
+        let Action::Reply(r) = s.command(b"EHLO client\r\n") else {
+            panic!()
+        };
+        let text: Vec<_> = r.lines.iter().map(|l| l.to_string()).collect();
+        for ext in [
+            "PIPELINING",
+            "SIZE 1000",
+            "8BITMIME",
+            "SMTPUTF8",
+            "ENHANCEDSTATUSCODES",
+        ] {
+            assert!(text.iter().any(|l| l == ext), "{ext} in {text:?}");
+        }
+    }
+
+    #[test]
+    fn a_full_transaction() {
+        let mut s = session();
+        dialog(
+            &mut s,
+            &[
+                ("EHLO client", "250 relay.test"),
+                ("MAIL FROM:<>", "250 2.1.0"),
+                ("RCPT TO:<a@example.com>", "250 2.1.5"),
+                ("RCPT TO:<b@example.com>", "250 2.1.5"),
+                ("DATA", "354"),
+            ],
+        );
+        let tx = s.take_transaction().unwrap();
+        assert_eq!(tx.sender, "");
+        assert_eq!(tx.recipients, ["a@example.com", "b@example.com"]);
+        dialog(&mut s, &[("MAIL FROM:<x@y.z>", "250 2.1.0")]);
+    }
+
+    #[test]
+    fn out_of_sequence_commands() {
+        let mut s = session();
+        dialog(
+            &mut s,
+            &[
+                ("MAIL FROM:<a@b.c>", "503 5.5.1"),
+                ("HELO client", "250 relay.test"),
+                ("RCPT TO:<a@b.c>", "503 5.5.1"),
+                ("DATA", "503 5.5.1"),
+                ("MAIL FROM:<a@b.c>", "250 2.1.0"),
+                ("MAIL FROM:<a@b.c>", "503 5.5.1"),
+                ("DATA", "503 5.5.1"),
+                ("RSET", "250 2.0.0"),
+                ("RCPT TO:<a@b.c>", "503 5.5.1"),
+            ],
+        );
+    }
+
+    #[test]
+    fn limits_and_bad_input() {
+        let mut s = session();
+        dialog(
+            &mut s,
+            &[
+                ("EHLO", "501 5.5.4"),
+                ("EHLO c", "250"),
+                ("MAIL FROM:<a@b.c> SIZE=1001", "552 5.3.4"),
+                ("MAIL FROM:<a@b.c> SIZE=1000", "250 2.1.0"),
+                ("RCPT TO:<>", "501 5.1.3"),
+                ("RCPT TO:<ü@b.c>", "553 5.6.7"),
+                ("RCPT TO:<1@b.c>", "250"),
+                ("RCPT TO:<2@b.c>", "250"),
+                ("RCPT TO:<3@b.c>", "250"),
+                ("RCPT TO:<4@b.c>", "452 4.5.3"),
+                ("FROB", "500 5.5.2"),
+                ("STARTTLS", "502 5.5.1"),
+                ("VRFY bob", "252"),
+                ("HELP", "214 2.0.0"),
+                ("NOOP", "250 2.0.0"),
+                ("QUIT", "221 2.0.0"),
+            ],
+        );
+    }
+
+    #[test]
+    fn utf8_addresses_need_smtputf8() {
+        let mut s = session();
+        dialog(
+            &mut s,
+            &[
+                ("EHLO c", "250"),
+                ("MAIL FROM:<ü@b.c>", "553 5.6.7"),
+                ("MAIL FROM:<ü@b.c> SMTPUTF8", "250"),
+                ("RCPT TO:<δ@例え.jp>", "250"),
+            ],
+        );
+    }
+
+    #[test]
+    fn too_many_errors_close_the_session() {
+        let mut s = session();
+        for _ in 0..MAX_ERRORS - 1 {
+            assert!(matches!(s.command(b"FROB\r\n"), Action::Reply(_)));
+        }
+        assert_eq!(
+            s.command(b"FROB\r\n"),
+            Action::Close(reply::too_many_errors())
+        );
+    }
+}

@@ -1,0 +1,163 @@
+//! Relay policy: pure decisions about who may relay and within which limits.
+//!
+//! No I/O and no state: each function takes the facts (client address, declared size,
+//! recipient count) and returns `Ok` or the [`Rejection`] to send. The intake owns the
+//! conversation; this module owns the rules, so they can be read and tested as tables.
+//!
+//! Invariant: a client outside `listen.allowed_networks` is refused before it can say anything
+//! (`554 5.7.1`). There is no setting that makes the relay open to everyone by accident.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::config::ListenConfig;
+
+/// A refusal: the SMTP reply code, enhanced status code and text to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Basic reply code, e.g. 554.
+    pub code: u16,
+    /// Enhanced status code, e.g. "5.7.1".
+    pub status: &'static str,
+    /// Human-readable text.
+    pub text: String,
+}
+
+impl Rejection {
+    fn new(code: u16, status: &'static str, text: impl Into<String>) -> Self {
+        Rejection {
+            code,
+            status,
+            text: text.into(),
+        }
+    }
+}
+
+/// The rules for one listener configuration.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    allowed_networks: Vec<IpNet>,
+    max_message_size: usize,
+    max_recipients: usize,
+}
+
+impl Policy {
+    /// Rules from the `[listen]` section.
+    pub fn new(cfg: &ListenConfig) -> Self {
+        Policy {
+            allowed_networks: cfg.allowed_networks.clone(),
+            max_message_size: cfg.max_message_size,
+            max_recipients: cfg.max_recipients,
+        }
+    }
+
+    /// May this client relay at all? IPv4 clients seen through an IPv6 socket
+    /// (`::ffff:192.0.2.1`) are matched as the IPv4 address they are.
+    pub fn client(&self, ip: IpAddr) -> Result<(), Rejection> {
+        let ip = ip.to_canonical();
+        if self.allowed_networks.iter().any(|net| net.contains(&ip)) {
+            Ok(())
+        } else {
+            Err(Rejection::new(
+                554,
+                "5.7.1",
+                format!("Relay access denied for {ip}: not in listen.allowed_networks"),
+            ))
+        }
+    }
+
+    /// A size declared with `MAIL FROM:<..> SIZE=n`.
+    pub fn declared_size(&self, size: u64) -> Result<(), Rejection> {
+        if size > self.max_message_size as u64 {
+            Err(self.too_big())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The reply for a message over the size limit.
+    pub fn too_big(&self) -> Rejection {
+        Rejection::new(
+            552,
+            "5.3.4",
+            format!(
+                "Message too big: the limit is {} bytes",
+                self.max_message_size
+            ),
+        )
+    }
+
+    /// The most bytes of message data accepted.
+    pub fn max_message_size(&self) -> usize {
+        self.max_message_size
+    }
+
+    /// May one more recipient be added to a transaction that has `count` already?
+    pub fn another_recipient(&self, count: usize) -> Result<(), Rejection> {
+        if count >= self.max_recipients {
+            Err(Rejection::new(
+                452,
+                "4.5.3",
+                format!(
+                    "Too many recipients: at most {} per message; send the rest in another",
+                    self.max_recipients
+                ),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(nets: &[&str]) -> Policy {
+        Policy {
+            allowed_networks: nets.iter().map(|n| n.parse().unwrap()).collect(),
+            max_message_size: 1000,
+            max_recipients: 2,
+        }
+    }
+
+    #[test]
+    fn client_table() {
+        let p = policy(&["127.0.0.0/8", "::1/128", "192.168.1.0/24"]);
+        let cases = [
+            ("127.0.0.1", true),
+            ("127.9.9.9", true),
+            ("::1", true),
+            ("192.168.1.77", true),
+            ("::ffff:192.168.1.77", true),
+            ("::ffff:127.0.0.1", true),
+            ("192.168.2.1", false),
+            ("10.0.0.1", false),
+            ("::2", false),
+            ("::ffff:10.0.0.1", false),
+        ];
+        for (ip, allowed) in cases {
+            let got = p.client(ip.parse().unwrap());
+            assert_eq!(got.is_ok(), allowed, "{ip}");
+            if let Err(r) = got {
+                assert_eq!((r.code, r.status), (554, "5.7.1"));
+            }
+        }
+    }
+
+    #[test]
+    fn empty_allowlist_allows_nobody() {
+        assert!(policy(&[]).client("127.0.0.1".parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn limits() {
+        let p = policy(&[]);
+        assert!(p.declared_size(1000).is_ok());
+        assert_eq!(p.declared_size(1001).unwrap_err().status, "5.3.4");
+        assert!(p.another_recipient(1).is_ok());
+        let r = p.another_recipient(2).unwrap_err();
+        assert_eq!((r.code, r.status), (452, "4.5.3"));
+    }
+}
