@@ -1,6 +1,45 @@
+//! gmail-relay: a local SMTP smart host that queues every message durably on disk and
+//! forwards it to Gmail over verified TLS with authentication.
+//!
+//! # Flow
+//!
+//! ```text
+//!  app ──plain SMTP──▶ intake ──commit──▶ spool ──due──▶ scheduler ──▶ delivery ──TLS+AUTH──▶ Gmail
+//!                      policy            (disk)                        (pool of authenticated
+//!                      250 only after the commit                        connections, per-recipient
+//!                                                                       outcomes)
+//! ```
+//!
+//! # Modules (dependencies point down this list)
+//!
+//! - [`daemon`]: start-up order and shutdown; wires the rest together.
+//! - [`intake`]: SMTP listeners and sessions; answers 250 only after the spool commit.
+//! - [`policy`]: who may relay and within which limits (pure decisions).
+//! - [`scheduler`]: what is due when; retries, backoff, pauses, concurrency.
+//! - [`spool`]: the on-disk queue, its commit protocol and recovery.
+//! - [`delivery`]: one attempt against the upstream via lettre; reply classification.
+//! - [`auth`]: upstream credentials and secret types.
+//! - [`observe`]: logging and the mail event log.
+//! - [`config`]: `relay.toml` + environment, validated into typed sections.
+//!
+//! # Durability contract
+//!
+//! A message is acknowledged (`250`) only after its bytes and envelope are fsynced, renamed into
+//! the queue and the queue directory is fsynced. A crash at any instant loses no acknowledged
+//! message. Delivery is at-least-once: a crash between the upstream's `250` and the removal from
+//! the spool may send a message twice; nothing else may.
+//!
+//! # Errors
+//!
+//! Each module returns its own `thiserror` enum; every error a user can see names what failed
+//! and where (file, key, address). `anyhow` is used only in the binary, to add context.
+
 pub mod auth;
 pub mod config;
+pub mod daemon;
+pub mod delivery;
 pub mod intake;
 pub mod observe;
 pub mod policy;
+pub mod scheduler;
 pub mod spool;

@@ -48,6 +48,7 @@ use tokio::sync::mpsc;
 pub use format::{DeliveryState, Envelope, FormatError, RecipientState, RecipientStatus};
 pub use id::QueueId;
 
+use crate::observe::events;
 use commit::Committer;
 use id::IdGen;
 
@@ -295,6 +296,35 @@ impl Spool {
         self.save_state(id, state).await?;
         let this = self.clone();
         blocking(move || this.move_to_failed(id)).await
+    }
+
+    /// Moves a message that cannot be sent as it is (unreadable file or state) to the failed
+    /// area, recording why. Its state, if readable, is kept to show what was delivered before.
+    pub async fn quarantine(&self, id: QueueId, reason: &str) -> Result<(), SpoolError> {
+        let this = self.clone();
+        let reason = reason.to_owned();
+        blocking(move || this.quarantine_now(id, &reason)).await
+    }
+
+    fn quarantine_now(&self, id: QueueId, reason: &str) -> Result<(), SpoolError> {
+        let state_path = self.state_path(&self.inner.queue, id);
+        let mut state = read_state(&state_path)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| DeliveryState {
+                attempts: 0,
+                next_attempt: SystemTime::now(),
+                last_error: None,
+                failed_reason: None,
+                recipients: Vec::new(),
+            });
+        state.failed_reason = Some(reason.to_owned());
+        let tmp = self.state_path(&self.inner.tmp, id);
+        fsio::replace(&tmp, &state_path, &format::encode_state(&state))
+            .map_err(io_err("write", &state_path))?;
+        self.move_to_failed(id)?;
+        events::failed(&id.to_string(), reason);
+        Ok(())
     }
 
     /// Moves whatever files `id` has in the queue to the failed area. Message first, so that a

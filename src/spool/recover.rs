@@ -9,7 +9,6 @@ use std::path::Path;
 
 use super::format::{self, DeliveryState};
 use super::{QueueId, QueuedMessage, Spool, SpoolError, fsio, io_err, read_state};
-use crate::observe::events;
 
 /// Longest header line accepted (1000 recipients of 256 bytes fit many times over).
 const MAX_HEADER: u64 = 8 << 20;
@@ -48,7 +47,10 @@ pub(super) fn recover(spool: &Spool) -> Result<Vec<QueuedMessage>, SpoolError> {
         }
         match check(spool, id, files.state) {
             Ok(q) => recovered.push(q),
-            Err(reason) => quarantine(spool, id, &reason)?,
+            Err(reason) => spool.quarantine_now(
+                id,
+                &format!("unreadable in the queue at start-up: {reason}"),
+            )?,
         }
     }
     for (name, _) in list(&inner.failed)? {
@@ -91,30 +93,6 @@ fn check(spool: &Spool, id: QueueId, has_state: bool) -> Result<QueuedMessage, S
         received_at: envelope.received_at,
         next_attempt,
     })
-}
-
-/// Moves an unreadable message to `failed/`, recording why. Its state (if readable) is kept so
-/// an operator can see what was delivered before.
-fn quarantine(spool: &Spool, id: QueueId, reason: &str) -> Result<(), SpoolError> {
-    let reason = format!("unreadable in the queue at start-up: {reason}");
-    let state_path = spool.state_path(&spool.inner.queue, id);
-    let mut state = read_state(&state_path)
-        .ok()
-        .flatten()
-        .unwrap_or(DeliveryState {
-            attempts: 0,
-            next_attempt: std::time::SystemTime::now(),
-            last_error: None,
-            failed_reason: None,
-            recipients: Vec::new(),
-        });
-    state.failed_reason = Some(reason.clone());
-    let tmp = spool.state_path(&spool.inner.tmp, id);
-    fsio::replace(&tmp, &state_path, &format::encode_state(&state))
-        .map_err(io_err("write", &state_path))?;
-    spool.move_to_failed(id)?;
-    events::failed(&id.to_string(), &reason);
-    Ok(())
 }
 
 /// A state file without its message: the message was removed (delivered) or moved to

@@ -1,0 +1,231 @@
+//! The scheduler: decides what is due when, and how many attempts run at once.
+//!
+//! One task owns the schedule (a set of `(due, id)` ordered by time); nothing else touches it.
+//! New messages arrive on the spool's commit channel, outcomes come back from the attempt tasks
+//! it spawns, and it sleeps until the next due time. At most `upstream.max_connections`
+//! attempts run at once.
+//!
+//! **Pause.** When an attempt cannot get an upstream session at all (unreachable, TLS failure,
+//! login refused), the scheduler stops starting attempts until a backoff time (from
+//! `queue.retry_min`, doubling up to `queue.retry_max` while it keeps failing). Then a single
+//! probe attempt runs; when it gets a session, delivery resumes at full width. Nothing is
+//! bounced or failed because of a pause, and a message is never expired because the login is
+//! refused (fixing the credentials delivers it). This also keeps the relay from logging in
+//! over and over, which Gmail answers with `454 4.7.0 Too many login attempts`.
+//!
+//! **Hold.** With `delivery.hold` nothing is attempted; messages are queued only.
+//!
+//! Shutdown: when cancelled, no new attempt starts; attempts in flight are awaited (each is
+//! bounded by the upstream timeouts; the daemon's grace period bounds the whole).
+
+mod attempt;
+mod retry;
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use attempt::{Next, Report};
+pub use retry::RetryPolicy;
+
+use crate::delivery::{Outgoing, RecipientOutcome, SessionError, Upstream};
+use crate::observe::events;
+use crate::spool::{QueueId, QueuedMessage, Spool};
+
+/// Something that can attempt a delivery: the real [`Upstream`], or a script in tests.
+pub trait Courier: Send + Sync + 'static {
+    /// Tries to deliver `msg` to `recipients`; outcomes in the order of `recipients`.
+    fn deliver(
+        &self,
+        msg: &Outgoing<'_>,
+        recipients: &[String],
+    ) -> impl Future<Output = Result<Vec<RecipientOutcome>, SessionError>> + Send;
+}
+
+impl Courier for Upstream {
+    fn deliver(
+        &self,
+        msg: &Outgoing<'_>,
+        recipients: &[String],
+    ) -> impl Future<Output = Result<Vec<RecipientOutcome>, SessionError>> + Send {
+        Upstream::deliver(self, msg, recipients)
+    }
+}
+
+/// How the scheduler runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Retry schedule and maximum age.
+    pub policy: RetryPolicy,
+    /// Most attempts at once.
+    pub concurrency: usize,
+    /// Attempt nothing (`delivery.hold`).
+    pub hold: bool,
+}
+
+/// Why delivery is paused.
+struct Pause {
+    until: Instant,
+    failures: u32,
+}
+
+struct Scheduler<C: Courier> {
+    ctx: Arc<attempt::Ctx<C>>,
+    settings: Settings,
+    due: BTreeSet<(Instant, QueueId)>,
+    running: JoinSet<(QueueId, Report)>,
+    pause: Option<Pause>,
+}
+
+/// Runs the scheduler until `cancel` fires and the attempts in flight have finished.
+pub async fn run<C: Courier>(
+    spool: Spool,
+    courier: C,
+    settings: Settings,
+    recovered: Vec<QueuedMessage>,
+    mut committed: mpsc::UnboundedReceiver<QueuedMessage>,
+    cancel: CancellationToken,
+) {
+    let mut s = Scheduler {
+        ctx: Arc::new(attempt::Ctx {
+            spool,
+            courier,
+            policy: settings.policy,
+        }),
+        settings,
+        due: BTreeSet::new(),
+        running: JoinSet::new(),
+        pause: None,
+    };
+    for q in recovered {
+        s.schedule(q.id, q.next_attempt);
+    }
+    loop {
+        s.dispatch();
+        let wake = s.next_wake();
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            Some(q) = committed.recv() => s.schedule(q.id, q.next_attempt),
+            Some(done) = s.running.join_next(), if !s.running.is_empty() => s.handle(done),
+            _ = sleep_until(wake), if wake.is_some() => {}
+        }
+    }
+    while let Some(done) = s.running.join_next().await {
+        s.handle(done);
+    }
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    if let Some(t) = t {
+        tokio::time::sleep_until(t).await;
+    }
+}
+
+/// The monotonic instant for a wall-clock time (now, if it is in the past).
+fn instant_of(t: SystemTime) -> Instant {
+    let now = Instant::now();
+    match t.duration_since(SystemTime::now()) {
+        Ok(ahead) => now + ahead,
+        Err(_) => now,
+    }
+}
+
+impl<C: Courier> Scheduler<C> {
+    fn schedule(&mut self, id: QueueId, at: SystemTime) {
+        self.due.insert((instant_of(at), id));
+    }
+
+    /// How many attempts may run now: none on hold or in a pause, one to probe after a pause.
+    fn capacity(&self, now: Instant) -> usize {
+        match &self.pause {
+            _ if self.settings.hold => 0,
+            Some(p) if now < p.until => 0,
+            Some(_) => 1,
+            None => self.settings.concurrency,
+        }
+    }
+
+    fn dispatch(&mut self) {
+        let now = Instant::now();
+        let capacity = self.capacity(now);
+        while self.running.len() < capacity {
+            let Some(&(at, id)) = self.due.first() else {
+                break;
+            };
+            if at > now {
+                break;
+            }
+            self.due.pop_first();
+            let failures = self.pause.as_ref().map_or(0, |p| p.failures);
+            let ctx = self.ctx.clone();
+            self.running
+                .spawn(async move { (id, attempt::run(ctx, id, failures).await) });
+        }
+    }
+
+    /// When the loop must wake up to dispatch, if ever.
+    fn next_wake(&self) -> Option<Instant> {
+        if self.settings.hold {
+            return None;
+        }
+        let now = Instant::now();
+        if let Some(p) = &self.pause
+            && now < p.until
+        {
+            return Some(p.until);
+        }
+        if self.running.len() >= self.capacity(now) {
+            return None;
+        }
+        self.due.first().map(|&(at, _)| at)
+    }
+
+    fn handle(&mut self, done: Result<(QueueId, Report), tokio::task::JoinError>) {
+        let (id, report) = match done {
+            Ok(done) => done,
+            Err(e) => {
+                // A panic in an attempt is a bug; the message is still on disk and will be
+                // found again at the next start.
+                tracing::error!(error = %e, "delivery attempt task failed");
+                return;
+            }
+        };
+        if report.reached_upstream {
+            self.resume();
+        }
+        match report.next {
+            Next::Done => {}
+            Next::At(at) => self.schedule(id, at),
+            Next::Pause { at, error } => {
+                self.schedule(id, at);
+                let until = instant_of(at);
+                let failures = self.pause.as_ref().map_or(0, |p| p.failures) + 1;
+                if self.pause.is_none() {
+                    events::upstream_paused(&error.to_string(), at);
+                }
+                if let SessionError::Login(_) = error {
+                    tracing::error!(
+                        "the upstream refuses the relay's login: check upstream.username and the \
+                         app password; mail stays queued and is sent once the login works"
+                    );
+                }
+                self.pause = Some(Pause { until, failures });
+            }
+        }
+    }
+
+    fn resume(&mut self) {
+        if self.pause.take().is_some() {
+            events::upstream_resumed();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,239 @@
+//! Test harness: the relay started in process on port 0 with a temporary spool, pointed at a
+//! [`upstream::FakeUpstream`], and a small raw SMTP client.
+
+#![allow(dead_code)]
+
+pub mod upstream;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gmail_relay::daemon::Daemon;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use upstream::{FakeUpstream, Mode, PASSWORD, USER};
+
+/// Long enough for anything a test waits for; short enough that a hang fails the test.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A relay running in this process.
+pub struct TestRelay {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub env: HashMap<String, String>,
+    daemon: Option<Daemon>,
+}
+
+/// The config text for a relay forwarding to `up` (trusting its CA), with fast retries.
+pub fn config_for(up: &FakeUpstream, extra: &str) -> String {
+    let tls = match up.mode {
+        Mode::StartTls => "starttls",
+        Mode::Implicit => "implicit",
+    };
+    format!(
+        r#"
+[listen]
+addrs = ["127.0.0.1:0"]
+hostname = "relay.test"
+
+[queue]
+dir = "spool"
+retry_min = "100ms"
+retry_max = "400ms"
+
+[upstream]
+host = "127.0.0.1"
+port = {port}
+tls = "{tls}"
+username = "{USER}"
+ca_file = "{ca}"
+helo_name = "relay.test"
+timeout = "5s"
+{extra}
+"#,
+        port = up.addr.port(),
+        ca = up.ca_file.display(),
+    )
+}
+
+impl TestRelay {
+    /// Writes `config` (TOML) and starts the relay; the password comes from the environment
+    /// map, as an operator would pass it.
+    pub async fn start(config: &str) -> TestRelay {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.toml");
+        std::fs::write(&path, config).unwrap();
+        let env = HashMap::from([(
+            "GMAIL_RELAY__UPSTREAM__PASSWORD".to_string(),
+            PASSWORD.to_string(),
+        )]);
+        let mut relay = TestRelay {
+            dir,
+            config: path,
+            env,
+            daemon: None,
+        };
+        relay.boot().await;
+        relay
+    }
+
+    async fn boot(&mut self) {
+        let cfg = gmail_relay::config::load_with_env(&self.config, Some(self.env.clone())).unwrap();
+        self.daemon = Some(Daemon::start(cfg).await.unwrap());
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.daemon.as_ref().unwrap().local_addrs()[0]
+    }
+
+    pub fn spool(&self) -> PathBuf {
+        self.dir.path().join("spool")
+    }
+
+    /// Files in a spool subdirectory (`queue`, `failed`, `tmp`).
+    pub fn files(&self, sub: &str) -> Vec<String> {
+        list(&self.spool().join(sub))
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(d) = self.daemon.take() {
+            d.shutdown(Duration::from_secs(5)).await;
+        }
+    }
+
+    /// Stops and starts again on the same spool and config.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.boot().await;
+    }
+
+    /// Messages in the queue (message files; state files are not counted).
+    pub fn queued(&self) -> usize {
+        self.files("queue")
+            .iter()
+            .filter(|f| f.ends_with(".msg"))
+            .count()
+    }
+
+    /// Waits (bounded) until the queue directory is empty.
+    pub async fn wait_queue_empty(&self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !self.files("queue").is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "queue not empty: {:?}",
+                self.files("queue")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+pub fn list(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// A raw SMTP client: sends lines, reads replies.
+pub struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Reads one complete (possibly multi-line) reply; returns its last line.
+    pub async fn reply(&mut self) -> String {
+        loop {
+            if let Some(end) = self.complete_reply() {
+                let bytes: Vec<u8> = self.buf.drain(..end).collect();
+                let text = String::from_utf8_lossy(&bytes).to_string();
+                return text.trim_end().rsplit("\r\n").next().unwrap().to_string();
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(WAIT, self.stream.read(&mut chunk))
+                .await
+                .expect("reply timed out")
+                .unwrap();
+            if n == 0 {
+                return String::new();
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    fn complete_reply(&self) -> Option<usize> {
+        let mut start = 0;
+        while let Some(pos) = self.buf[start..].windows(2).position(|w| w == b"\r\n") {
+            let line = &self.buf[start..start + pos];
+            start += pos + 2;
+            if line.len() < 4 || line[3] == b' ' {
+                return Some(start);
+            }
+        }
+        None
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// Sends one command line and returns the reply.
+    pub async fn cmd(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes()).await;
+        self.reply().await
+    }
+}
+
+/// Submits one message over raw SMTP; returns the final reply to the DATA.
+pub async fn submit(addr: SocketAddr, from: &str, to: &[&str], body: &[u8]) -> String {
+    let mut c = Client::connect(addr).await;
+    assert!(c.reply().await.starts_with("220"));
+    assert!(c.cmd("EHLO client.test").await.starts_with("250"));
+    assert!(
+        c.cmd(&format!("MAIL FROM:<{from}>"))
+            .await
+            .starts_with("250")
+    );
+    for rcpt in to {
+        assert!(c.cmd(&format!("RCPT TO:<{rcpt}>")).await.starts_with("250"));
+    }
+    assert!(c.cmd("DATA").await.starts_with("354"));
+    c.send(body).await;
+    c.send(b".\r\n").await;
+    let reply = c.reply().await;
+    c.cmd("QUIT").await;
+    reply
+}
+
+/// The message as the relay stored and forwarded it, minus its own `Received:` header.
+pub fn without_trace_header(data: &[u8]) -> &[u8] {
+    assert!(
+        data.starts_with(b"Received: from "),
+        "relay adds its trace header first"
+    );
+    let mut i = 0;
+    loop {
+        let nl = data[i..].windows(2).position(|w| w == b"\r\n").unwrap() + i + 2;
+        if data.get(nl) != Some(&b'\t') && data.get(nl) != Some(&b' ') {
+            return &data[nl..];
+        }
+        i = nl;
+    }
+}

@@ -1,0 +1,506 @@
+//! A fake Gmail: an SMTP server on 127.0.0.1 with real TLS (a CA and certificate generated per
+//! run), STARTTLS or implicit TLS, AUTH PLAIN and LOGIN, scripted replies at each stage, and a
+//! record of everything it was sent.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+pub const USER: &str = "relay@example.com";
+pub const PASSWORD: &str = "abcd efgh ijkl mnop";
+
+/// How the fake upstream secures connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Plain greeting, STARTTLS offered (unless scripted off).
+    StartTls,
+    /// TLS from the first byte.
+    Implicit,
+}
+
+/// Scripted behaviour. Queues are consumed one reply per command; when empty, the command
+/// succeeds normally.
+#[derive(Debug, Default, Clone)]
+pub struct Script {
+    /// Do not advertise STARTTLS (a misconfigured or downgraded server).
+    pub no_starttls: bool,
+    /// Replies to the end of DATA, in order.
+    pub data_replies: VecDeque<String>,
+    /// Reply to RCPT TO for a given address, every time.
+    pub rcpt_replies: HashMap<String, String>,
+    /// The AUTH mechanisms advertised after TLS (default `LOGIN PLAIN XOAUTH2`).
+    pub auth_mechanisms: Option<&'static str>,
+}
+
+/// A message the fake upstream accepted.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub from: String,
+    pub to: Vec<String>,
+    pub data: Vec<u8>,
+    pub tls: bool,
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct Record {
+    pub messages: Vec<Received>,
+    pub connections: usize,
+    pub auth_attempts: usize,
+    pub mechanisms: Vec<String>,
+    /// Every command line, in order, across connections.
+    pub commands: Vec<String>,
+}
+
+pub struct FakeUpstream {
+    pub addr: SocketAddr,
+    pub mode: Mode,
+    /// PEM of the CA that signed the server certificate (what `upstream.ca_file` points to).
+    pub ca_file: PathBuf,
+    _dir: tempfile::TempDir,
+    state: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct Shared {
+    script: Mutex<Script>,
+    record: Mutex<Record>,
+    count: watch::Sender<usize>,
+}
+
+impl FakeUpstream {
+    pub async fn start(mode: Mode, script: Script) -> FakeUpstream {
+        Self::start_on(0, mode, script, PathBuf::new()).await
+    }
+
+    /// Starts on a given port (0: any), reusing the CA of an earlier instance when `ca_file`
+    /// is given, so a relay configured for that one trusts this one.
+    pub async fn start_on(port: u16, mode: Mode, script: Script, ca_file: PathBuf) -> FakeUpstream {
+        let dir = tempfile::tempdir().unwrap();
+        let (acceptor, ca_pem) = tls_acceptor();
+        let ca_file = if ca_file.as_os_str().is_empty() {
+            dir.path().join("ca.pem")
+        } else {
+            ca_file
+        };
+        std::fs::write(&ca_file, ca_pem).unwrap();
+        // A stopped instance releases its port when its task is dropped; allow for that.
+        let mut tries = 0;
+        let listener = loop {
+            match TcpListener::bind(("127.0.0.1", port)).await {
+                Ok(l) => break l,
+                Err(e) if tries < 100 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("cannot bind 127.0.0.1:{port}: {e}"),
+            }
+        };
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Shared {
+            script: Mutex::new(script),
+            record: Mutex::new(Record::default()),
+            count: watch::channel(0).0,
+        });
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let (shared, acceptor) = (shared.clone(), acceptor.clone());
+                tokio::spawn(async move {
+                    shared.record.lock().unwrap().connections += 1;
+                    let _ = serve(tcp, mode, acceptor, &shared).await;
+                });
+            }
+        });
+        FakeUpstream {
+            addr,
+            mode,
+            ca_file,
+            _dir: dir,
+            state,
+            task,
+        }
+    }
+
+    /// Changes the script for the commands still to come.
+    pub fn script(&self, f: impl FnOnce(&mut Script)) {
+        f(&mut self.state.script.lock().unwrap());
+    }
+
+    pub fn record<T>(&self, f: impl FnOnce(&Record) -> T) -> T {
+        f(&self.state.record.lock().unwrap())
+    }
+
+    pub fn messages(&self) -> Vec<Received> {
+        self.record(|r| r.messages.clone())
+    }
+
+    /// Waits (bounded) until at least `n` messages have arrived.
+    pub async fn wait_for(&self, n: usize, limit: Duration) -> Vec<Received> {
+        let mut rx = self.state.count.subscribe();
+        let reached = tokio::time::timeout(limit, rx.wait_for(|&c| c >= n)).await;
+        assert!(
+            reached.is_ok(),
+            "expected {n} messages at the fake upstream within {limit:?}; got {}; commands: {:?}",
+            self.messages().len(),
+            self.record(|r| r.commands.clone())
+        );
+        self.messages()
+    }
+
+    /// Stops accepting connections (the port then refuses).
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for FakeUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A CA, and a certificate for 127.0.0.1 and localhost signed by it.
+fn tls_acceptor() -> (TlsAcceptor, String) {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let key = KeyPair::generate().unwrap();
+    let params =
+        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+
+    let chain: Vec<CertificateDer<'static>> = vec![cert.der().clone()];
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    (TlsAcceptor::from(Arc::new(config)), ca_cert.pem())
+}
+
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Gone,
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Gone => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s).poll_flush(cx),
+            Io::Gone => Poll::Ready(Ok(())),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+struct Conn {
+    io: Io,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    async fn line(&mut self) -> io::Result<Option<String>> {
+        loop {
+            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=pos).collect();
+                return Ok(Some(
+                    String::from_utf8_lossy(&line)
+                        .trim_end_matches(['\r', '\n'])
+                        .to_string(),
+                ));
+            }
+            let mut chunk = [0u8; 8192];
+            let n = self.io.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn reply(&mut self, text: &str) -> io::Result<()> {
+        self.io.write_all(format!("{text}\r\n").as_bytes()).await?;
+        self.io.flush().await
+    }
+
+    /// Reads DATA up to the terminating dot, undoing dot-stuffing.
+    async fn data(&mut self) -> io::Result<Option<Vec<u8>>> {
+        let mut out = Vec::new();
+        loop {
+            let Some(pos) = self.buf.windows(2).position(|w| w == b"\r\n") else {
+                let mut chunk = [0u8; 65536];
+                let n = self.io.read(&mut chunk).await?;
+                if n == 0 {
+                    return Ok(None);
+                }
+                self.buf.extend_from_slice(&chunk[..n]);
+                continue;
+            };
+            let line: Vec<u8> = self.buf.drain(..pos + 2).collect();
+            if line == b".\r\n" {
+                return Ok(Some(out));
+            }
+            let line = if line.starts_with(b".") {
+                &line[1..]
+            } else {
+                &line[..]
+            };
+            out.extend_from_slice(line);
+        }
+    }
+}
+
+async fn serve(
+    tcp: TcpStream,
+    mode: Mode,
+    acceptor: TlsAcceptor,
+    shared: &Shared,
+) -> io::Result<()> {
+    let io = match mode {
+        Mode::Implicit => Io::Tls(Box::new(acceptor.accept(tcp).await?)),
+        Mode::StartTls => Io::Plain(tcp),
+    };
+    let mut c = Conn {
+        io,
+        buf: Vec::new(),
+    };
+    let mut tls = mode == Mode::Implicit;
+    let mut user: Option<String> = None;
+    let mut from = String::new();
+    let mut to: Vec<String> = Vec::new();
+    c.reply("220 fake.gmail ESMTP ready").await?;
+    while let Some(line) = c.line().await? {
+        shared.record.lock().unwrap().commands.push(line.clone());
+        let upper = line.to_ascii_uppercase();
+        let verb = upper.split_whitespace().next().unwrap_or("").to_string();
+        match verb.as_str() {
+            "EHLO" | "HELO" => {
+                let offer_starttls = !tls && !shared.script.lock().unwrap().no_starttls;
+                let mut lines = vec![
+                    "250-fake.gmail at your service".to_string(),
+                    "250-SIZE 35882577".into(),
+                    "250-8BITMIME".into(),
+                ];
+                if offer_starttls {
+                    lines.push("250-STARTTLS".into());
+                }
+                if tls {
+                    let mechs = shared
+                        .script
+                        .lock()
+                        .unwrap()
+                        .auth_mechanisms
+                        .unwrap_or("LOGIN PLAIN XOAUTH2");
+                    lines.push(format!("250-AUTH {mechs}"));
+                }
+                lines.push("250-ENHANCEDSTATUSCODES".into());
+                lines.push("250-PIPELINING".into());
+                lines.push("250 SMTPUTF8".into());
+                c.reply(&lines.join("\r\n")).await?;
+            }
+            "STARTTLS" if !tls => {
+                c.reply("220 2.0.0 Ready to start TLS").await?;
+                let Io::Plain(tcp) = std::mem::replace(&mut c.io, Io::Gone) else {
+                    unreachable!()
+                };
+                c.io = Io::Tls(Box::new(acceptor.accept(tcp).await?));
+                tls = true;
+            }
+            "AUTH" => {
+                if !tls {
+                    c.reply("530 5.7.0 Must issue a STARTTLS command first")
+                        .await?;
+                    continue;
+                }
+                let args: Vec<&str> = line.split_whitespace().collect();
+                let mech = args
+                    .get(1)
+                    .map(|m| m.to_ascii_uppercase())
+                    .unwrap_or_default();
+                {
+                    let mut r = shared.record.lock().unwrap();
+                    r.auth_attempts += 1;
+                    r.mechanisms.push(mech.clone());
+                }
+                let (u, p) = match mech.as_str() {
+                    "PLAIN" => {
+                        let b64 = match args.get(2) {
+                            Some(b) => b.to_string(),
+                            None => {
+                                c.reply("334 ").await?;
+                                c.line().await?.unwrap_or_default()
+                            }
+                        };
+                        let raw = B64.decode(b64.trim()).unwrap_or_default();
+                        let parts: Vec<&[u8]> = raw.split(|&b| b == 0).collect();
+                        let text = |i: usize| {
+                            parts
+                                .get(i)
+                                .map(|p| String::from_utf8_lossy(p).to_string())
+                                .unwrap_or_default()
+                        };
+                        (text(1), text(2))
+                    }
+                    "LOGIN" => {
+                        c.reply(&format!("334 {}", B64.encode("Username:"))).await?;
+                        let u = c.line().await?.unwrap_or_default();
+                        c.reply(&format!("334 {}", B64.encode("Password:"))).await?;
+                        let p = c.line().await?.unwrap_or_default();
+                        let dec = |s: &str| {
+                            String::from_utf8_lossy(&B64.decode(s.trim()).unwrap_or_default())
+                                .to_string()
+                        };
+                        (dec(&u), dec(&p))
+                    }
+                    _ => {
+                        c.reply("504 5.7.4 Unrecognized authentication type")
+                            .await?;
+                        continue;
+                    }
+                };
+                if u == USER && p == PASSWORD {
+                    user = Some(u);
+                    c.reply("235 2.7.0 Accepted").await?;
+                } else {
+                    c.reply("535-5.7.8 Username and Password not accepted.\r\n535 5.7.8 https://support.google.com/mail/?p=BadCredentials - gsmtp").await?;
+                }
+            }
+            "MAIL" => {
+                if user.is_none() {
+                    c.reply("530 5.7.0 Authentication Required").await?;
+                    continue;
+                }
+                from = between_brackets(&line);
+                to.clear();
+                c.reply("250 2.1.0 OK").await?;
+            }
+            "RCPT" => {
+                let addr = between_brackets(&line);
+                let scripted = shared
+                    .script
+                    .lock()
+                    .unwrap()
+                    .rcpt_replies
+                    .get(&addr)
+                    .cloned();
+                match scripted {
+                    Some(reply) => c.reply(&reply).await?,
+                    None => {
+                        to.push(addr);
+                        c.reply("250 2.1.5 OK").await?;
+                    }
+                }
+            }
+            "DATA" => {
+                if to.is_empty() {
+                    c.reply("503 5.5.1 RCPT first").await?;
+                    continue;
+                }
+                c.reply("354  Go ahead").await?;
+                let Some(data) = c.data().await? else {
+                    return Ok(());
+                };
+                let scripted = shared.script.lock().unwrap().data_replies.pop_front();
+                match scripted {
+                    Some(reply) => c.reply(&reply).await?,
+                    None => {
+                        let n = {
+                            let mut r = shared.record.lock().unwrap();
+                            r.messages.push(Received {
+                                from: from.clone(),
+                                to: to.clone(),
+                                data,
+                                tls,
+                                user: user.clone(),
+                            });
+                            r.messages.len()
+                        };
+                        shared.count.send_replace(n);
+                        c.reply("250 2.0.0 OK 1700000000 x1-20020a - gsmtp").await?;
+                    }
+                }
+                to.clear();
+            }
+            "RSET" => {
+                to.clear();
+                c.reply("250 2.1.5 Flushed").await?;
+            }
+            "NOOP" => c.reply("250 2.0.0 OK").await?,
+            "QUIT" => {
+                c.reply("221 2.0.0 closing connection").await?;
+                return Ok(());
+            }
+            _ => c.reply("502 5.5.1 Unrecognized command").await?,
+        }
+    }
+    Ok(())
+}
+
+fn between_brackets(line: &str) -> String {
+    match (line.find('<'), line.rfind('>')) {
+        (Some(a), Some(b)) if a < b => line[a + 1..b].to_string(),
+        _ => String::new(),
+    }
+}
