@@ -311,3 +311,34 @@ async fn a_second_relay_on_the_same_spool_is_refused_with_a_clear_error() {
     );
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn gmails_daily_limit_defers_instead_of_bouncing() {
+    let mut script = Script::default();
+    script.data_replies.push_back(
+        "550-5.4.5 Daily user sending limit exceeded. For more information on Gmail\r\n550 5.4.5 sending limits go to https://support.google.com/a/answer/166852 - gsmtp".into(),
+    );
+    let up = FakeUpstream::start(Mode::StartTls, script).await;
+    let mut relay = TestRelay::start(&config_for(&up, "")).await;
+    submit(relay.addr(), "app@example.com", &["a@example.com"], WIRE).await;
+    up.wait_for(1, WAIT).await;
+    relay.wait_queue_empty().await;
+    assert!(relay.files("failed").is_empty(), "never bounced for the quota");
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn a_permanent_refusal_of_the_message_moves_it_to_the_failed_area() {
+    let mut script = Script::default();
+    script.data_replies.push_back("554 5.6.0 Mail message is malformed. Not accepted. - gsmtp".into());
+    let up = FakeUpstream::start(Mode::StartTls, script).await;
+    let mut relay = TestRelay::start(&config_for(&up, "")).await;
+    submit(relay.addr(), "app@example.com", &["a@example.com", "b@example.com"], WIRE).await;
+    relay.wait_queue_empty().await;
+    let failed = relay.files("failed");
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    let state = std::fs::read_to_string(relay.spool().join("failed").join(&failed[1])).unwrap();
+    assert!(state.contains("554 5.6.0") && state.contains("2 of 2 recipients failed"), "{state}");
+    assert!(up.messages().is_empty());
+    relay.stop().await;
+}

@@ -4,7 +4,8 @@
 //! up on what was refused), and a broken connection (network or TLS error, timeout, unparsable
 //! reply, or a reply that announces the server is closing: `421`, `451 4.4.2`). A broken
 //! connection says nothing about the message; it is never reused and what it was carrying is
-//! tried again. Anything not recognised as permanent is temporary.
+//! tried again. Anything not recognised as permanent is temporary, and so are Gmail's daily
+//! sending-limit replies although they come as 550: the limit passes, the mail must not bounce.
 
 use lettre::transport::smtp::Error as SmtpError;
 use lettre::transport::smtp::response::Response;
@@ -38,11 +39,20 @@ pub fn classify(e: &SmtpError) -> Failure {
     let code = code.to_string();
     if code == "421" || (code == "451" && text.contains("4.4.2")) {
         Failure::Broken(text)
+    } else if is_quota(&text) {
+        // Gmail's daily limits come as 550 but pass with time: defer, never bounce.
+        Failure::Temporary(text)
     } else if e.is_permanent() {
         Failure::Permanent(text)
     } else {
         Failure::Temporary(text)
     }
+}
+
+/// Gmail's sending-limit replies (`550 5.4.5 Daily user sending limit exceeded`,
+/// `550 5.7.1 Daily SMTP relay limit exceeded`, `450 4.2.1 Peak SMTP relay limit`).
+fn is_quota(text: &str) -> bool {
+    text.contains(" 5.4.5") || text.contains("Daily SMTP relay limit") || text.contains("sending limit exceeded")
 }
 
 /// `550 5.1.1 The email account that you tried to reach does not exist ...` for a reply error,

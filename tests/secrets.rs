@@ -1,0 +1,60 @@
+//! No secret in any log line: every event of a full delivery, at TRACE level, is captured and
+//! searched for the password and for its AUTH PLAIN / AUTH LOGIN encodings.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use common::upstream::{FakeUpstream, Mode, PASSWORD, Script, USER};
+use common::{TestRelay, WAIT, config_for, submit};
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn no_log_line_contains_the_password_in_any_form() {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .init();
+
+    for (mode, mechs) in [(Mode::StartTls, None), (Mode::Implicit, Some("LOGIN"))] {
+        let up = FakeUpstream::start(mode, Script { auth_mechanisms: mechs, ..Script::default() }).await;
+        let mut relay = TestRelay::start(&config_for(&up, "")).await;
+        submit(relay.addr(), "app@example.com", &["a@example.com"], b"Subject: x\r\n\r\nx\r\n").await;
+        up.wait_for(1, WAIT).await;
+        relay.wait_queue_empty().await;
+        relay.stop().await;
+    }
+    // A refused login is logged loudly; the password still must not appear.
+    let up = FakeUpstream::start(Mode::StartTls, Script::default()).await;
+    let mut relay = TestRelay::start(&config_for(&up, "")).await;
+    relay.env.insert("GMAIL_RELAY__UPSTREAM__PASSWORD".into(), "wrong-password-123".into());
+    relay.restart().await;
+    submit(relay.addr(), "app@example.com", &["a@example.com"], b"Subject: x\r\n\r\nx\r\n").await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    relay.stop().await;
+
+    let logs = String::from_utf8_lossy(&capture.0.lock().unwrap()).to_string();
+    assert!(logs.contains("delivered"), "the capture works: {logs}");
+    assert!(logs.contains("refused the login"), "a refused login is logged: {logs}");
+    let plain = B64.encode(format!("\0{USER}\0{PASSWORD}"));
+    for secret in [PASSWORD, "wrong-password-123", &plain, &B64.encode(PASSWORD)] {
+        assert!(!logs.contains(secret), "{secret:?} appears in the logs");
+    }
+}
