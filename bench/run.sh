@@ -7,9 +7,14 @@
 # against gmail-relay through the harness's generic adapter, and with --postfix against Postfix
 # in the same invocation; prints the comparison table. Intake mode is the relay with
 # delivery.hold = true (it queues durably and delivers nothing); relay mode forwards to the
-# harness's fake Gmail (upstream.py: STARTTLS, AUTH PLAIN, its own CA) with
-# upstream.max_connections = 16. Needs what the harness needs (it installs smtp-source from
-# Debian's postfix package and python3-aiosmtpd if missing).
+# harness's fake Gmail (upstream.py: STARTTLS, AUTH PLAIN) with upstream.max_connections = 16.
+#
+# This script starts upstream.py itself, with a certificate it makes first: upstream.py's own
+# certificate is self-signed with CA:TRUE, which rustls (like any RFC 5280 verifier) refuses as
+# a server certificate (CaUsedAsEndEntity). Ours is the same kind of self-signed P-256
+# certificate for localhost/127.0.0.1 with CA:FALSE; Postfix, when measured, uses it too.
+# Needs what the harness needs (smtp-source from Debian's postfix package, python3-aiosmtpd),
+# installed if missing, and openssl.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -27,10 +32,36 @@ while (($#)); do
 done
 
 (cd "$repo" && cargo build --release --locked)
+
+find_up_python() {
+  local py
+  for py in $(type -ap python3 2>/dev/null) /usr/bin/python3; do
+    "$py" -c 'import aiosmtpd' >/dev/null 2>&1 && { echo "$py"; return 0; }
+  done
+  return 1
+}
+uppy=$(find_up_python) || {
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-aiosmtpd >/dev/null 2>&1 || true
+  uppy=$(find_up_python) || { echo "bench/run.sh: no python3 with aiosmtpd" >&2; exit 1; }
+}
 export GMAIL_RELAY_BIN=$repo/target/release/gmail-relay
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 out=$here/results/$stamp
 mkdir -p "$out"
+
+updir=$out/upstream
+mkdir -p "$updir"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+  -keyout "$updir/key.pem" -out "$updir/cert.pem" -days 30 -subj /CN=localhost \
+  -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+  -addext "basicConstraints=critical,CA:FALSE" >/dev/null 2>&1
+"$uppy" "$harness/upstream.py" --state-dir "$updir" --starttls-port 2587 --tls-port 2465 \
+  --user bench --password bench-secret >"$updir/out.log" 2>&1 &
+uppid=$!
+trap 'kill "$uppid" 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do [[ -s $updir/ready ]] && break; sleep 0.1; done
+[[ -s $updir/ready ]] || { echo "bench/run.sh: upstream.py did not start" >&2; cat "$updir/out.log" >&2; exit 1; }
+args+=(--upstream-dir "$updir")
 
 export TARGET_LISTEN=127.0.0.1:2526
 export TARGET_START_INTAKE="exec '$here/start-target.sh' intake"
