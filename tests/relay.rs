@@ -323,22 +323,36 @@ async fn gmails_daily_limit_defers_instead_of_bouncing() {
     submit(relay.addr(), "app@example.com", &["a@example.com"], WIRE).await;
     up.wait_for(1, WAIT).await;
     relay.wait_queue_empty().await;
-    assert!(relay.files("failed").is_empty(), "never bounced for the quota");
+    assert!(
+        relay.files("failed").is_empty(),
+        "never bounced for the quota"
+    );
     relay.stop().await;
 }
 
 #[tokio::test]
 async fn a_permanent_refusal_of_the_message_moves_it_to_the_failed_area() {
     let mut script = Script::default();
-    script.data_replies.push_back("554 5.6.0 Mail message is malformed. Not accepted. - gsmtp".into());
+    script
+        .data_replies
+        .push_back("554 5.6.0 Mail message is malformed. Not accepted. - gsmtp".into());
     let up = FakeUpstream::start(Mode::StartTls, script).await;
     let mut relay = TestRelay::start(&config_for(&up, "")).await;
-    submit(relay.addr(), "app@example.com", &["a@example.com", "b@example.com"], WIRE).await;
+    submit(
+        relay.addr(),
+        "app@example.com",
+        &["a@example.com", "b@example.com"],
+        WIRE,
+    )
+    .await;
     relay.wait_queue_empty().await;
     let failed = relay.files("failed");
     assert_eq!(failed.len(), 2, "{failed:?}");
     let state = std::fs::read_to_string(relay.spool().join("failed").join(&failed[1])).unwrap();
-    assert!(state.contains("554 5.6.0") && state.contains("2 of 2 recipients failed"), "{state}");
+    assert!(
+        state.contains("554 5.6.0") && state.contains("2 of 2 recipients failed"),
+        "{state}"
+    );
     assert!(up.messages().is_empty());
     relay.stop().await;
 }

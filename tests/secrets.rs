@@ -34,9 +34,22 @@ async fn no_log_line_contains_the_password_in_any_form() {
         .init();
 
     for (mode, mechs) in [(Mode::StartTls, None), (Mode::Implicit, Some("LOGIN"))] {
-        let up = FakeUpstream::start(mode, Script { auth_mechanisms: mechs, ..Script::default() }).await;
+        let up = FakeUpstream::start(
+            mode,
+            Script {
+                auth_mechanisms: mechs,
+                ..Script::default()
+            },
+        )
+        .await;
         let mut relay = TestRelay::start(&config_for(&up, "")).await;
-        submit(relay.addr(), "app@example.com", &["a@example.com"], b"Subject: x\r\n\r\nx\r\n").await;
+        submit(
+            relay.addr(),
+            "app@example.com",
+            &["a@example.com"],
+            b"Subject: x\r\n\r\nx\r\n",
+        )
+        .await;
         up.wait_for(1, WAIT).await;
         relay.wait_queue_empty().await;
         relay.stop().await;
@@ -44,17 +57,34 @@ async fn no_log_line_contains_the_password_in_any_form() {
     // A refused login is logged loudly; the password still must not appear.
     let up = FakeUpstream::start(Mode::StartTls, Script::default()).await;
     let mut relay = TestRelay::start(&config_for(&up, "")).await;
-    relay.env.insert("GMAIL_RELAY__UPSTREAM__PASSWORD".into(), "wrong-password-123".into());
+    relay.env.insert(
+        "GMAIL_RELAY__UPSTREAM__PASSWORD".into(),
+        "wrong-password-123".into(),
+    );
     relay.restart().await;
-    submit(relay.addr(), "app@example.com", &["a@example.com"], b"Subject: x\r\n\r\nx\r\n").await;
+    submit(
+        relay.addr(),
+        "app@example.com",
+        &["a@example.com"],
+        b"Subject: x\r\n\r\nx\r\n",
+    )
+    .await;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     relay.stop().await;
 
     let logs = String::from_utf8_lossy(&capture.0.lock().unwrap()).to_string();
     assert!(logs.contains("delivered"), "the capture works: {logs}");
-    assert!(logs.contains("refused the login"), "a refused login is logged: {logs}");
+    assert!(
+        logs.contains("refused the login"),
+        "a refused login is logged: {logs}"
+    );
     let plain = B64.encode(format!("\0{USER}\0{PASSWORD}"));
-    for secret in [PASSWORD, "wrong-password-123", &plain, &B64.encode(PASSWORD)] {
+    for secret in [
+        PASSWORD,
+        "wrong-password-123",
+        &plain,
+        &B64.encode(PASSWORD),
+    ] {
         assert!(!logs.contains(secret), "{secret:?} appears in the logs");
     }
 }

@@ -52,7 +52,9 @@ pub fn classify(e: &SmtpError) -> Failure {
 /// Gmail's sending-limit replies (`550 5.4.5 Daily user sending limit exceeded`,
 /// `550 5.7.1 Daily SMTP relay limit exceeded`, `450 4.2.1 Peak SMTP relay limit`).
 fn is_quota(text: &str) -> bool {
-    text.contains(" 5.4.5") || text.contains("Daily SMTP relay limit") || text.contains("sending limit exceeded")
+    text.contains(" 5.4.5")
+        || text.contains("Daily SMTP relay limit")
+        || text.contains("sending limit exceeded")
 }
 
 /// `550 5.1.1 The email account that you tried to reach does not exist ...` for a reply error,

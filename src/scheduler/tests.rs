@@ -26,7 +26,10 @@ impl Courier for Arc<Scripted> {
         _msg: &Outgoing<'_>,
         recipients: &[String],
     ) -> impl Future<Output = Answer> + Send {
-        self.calls.lock().unwrap().push((Instant::now(), recipients.to_vec()));
+        self.calls
+            .lock()
+            .unwrap()
+            .push((Instant::now(), recipients.to_vec()));
         let answer = self.answers.lock().unwrap().pop_front().unwrap_or_else(|| {
             Ok(recipients
                 .iter()
@@ -91,7 +94,10 @@ async fn harness_with(
             smtputf8: false,
         };
         let id = spool.new_id();
-        spool.commit(id, envelope, vec![b"Subject: t\r\n\r\nx\r\n".to_vec()]).await.unwrap();
+        spool
+            .commit(id, envelope, vec![b"Subject: t\r\n\r\nx\r\n".to_vec()])
+            .await
+            .unwrap();
     }
     let courier = Arc::new(Scripted {
         delay,
@@ -154,7 +160,9 @@ fn now() -> SystemTime {
 #[tokio::test(start_paused = true)]
 async fn a_temporary_failure_is_retried_after_retry_min_then_delivered() {
     let h = harness(&[(&["a@x.test"], now())], 2, false).await;
-    h.courier.then(Ok(vec![RecipientOutcome::Deferred("451 4.3.0 try later".into())]));
+    h.courier.then(Ok(vec![RecipientOutcome::Deferred(
+        "451 4.3.0 try later".into(),
+    )]));
     h.settle().await;
     assert_eq!(h.courier.calls(), 1);
     let state = h.files("queue");
@@ -192,11 +200,19 @@ async fn only_pending_recipients_are_retried() {
 async fn no_session_pauses_everything_then_one_probe_then_full_speed() {
     let msgs: Vec<(&[&str], SystemTime)> = (0..5).map(|_| (&["a@x.test"][..], now())).collect();
     let h = harness(&msgs, 1, false).await;
-    h.courier.then(Err(SessionError::Unavailable("connection refused".into())));
-    h.courier.then(Err(SessionError::Unavailable("connection refused".into())));
+    h.courier
+        .then(Err(SessionError::Unavailable("connection refused".into())));
+    h.courier
+        .then(Err(SessionError::Unavailable("connection refused".into())));
     h.settle().await;
     assert_eq!(h.courier.calls(), 1, "the first failure pauses delivery");
-    assert_eq!(h.files("queue").iter().filter(|f| f.ends_with(".msg")).count(), 5);
+    assert_eq!(
+        h.files("queue")
+            .iter()
+            .filter(|f| f.ends_with(".msg"))
+            .count(),
+        5
+    );
 
     tokio::time::sleep(MIN * 5 / 4 + Duration::from_secs(1)).await;
     h.settle().await;
@@ -205,13 +221,24 @@ async fn no_session_pauses_everything_then_one_probe_then_full_speed() {
     // The second pause is twice as long; nothing happens in between.
     tokio::time::sleep(MIN * 2 - Duration::from_secs(5)).await;
     h.settle().await;
-    assert_eq!(h.courier.calls(), 2, "backoff doubles while the upstream stays away");
+    assert_eq!(
+        h.courier.calls(),
+        2,
+        "backoff doubles while the upstream stays away"
+    );
 
     tokio::time::sleep(MIN).await;
     h.settle().await;
-    assert_eq!(h.courier.calls(), 2 + 5, "the probe succeeded and all five went");
+    assert_eq!(
+        h.courier.calls(),
+        2 + 5,
+        "the probe succeeded and all five went"
+    );
     assert!(h.files("queue").is_empty());
-    assert!(h.files("failed").is_empty(), "nothing bounced for an unreachable upstream");
+    assert!(
+        h.files("failed").is_empty(),
+        "nothing bounced for an unreachable upstream"
+    );
     h.stop().await;
 }
 
@@ -219,14 +246,22 @@ async fn no_session_pauses_everything_then_one_probe_then_full_speed() {
 async fn a_refused_login_never_fails_or_expires_a_message() {
     let old = now() - Duration::from_secs(6 * 86400);
     let h = harness(&[(&["a@x.test"], old)], 1, false).await;
-    h.courier.then(Err(SessionError::Login("535 5.7.8 Username and Password not accepted".into())));
+    h.courier.then(Err(SessionError::Login(
+        "535 5.7.8 Username and Password not accepted".into(),
+    )));
     h.settle().await;
     assert_eq!(h.courier.calls(), 1);
-    assert!(h.files("failed").is_empty(), "kept although older than max_age");
+    assert!(
+        h.files("failed").is_empty(),
+        "kept although older than max_age"
+    );
     tokio::time::sleep(MIN * 2).await;
     h.settle().await;
     assert_eq!(h.courier.calls(), 2);
-    assert!(h.files("queue").is_empty(), "delivered once the login works");
+    assert!(
+        h.files("queue").is_empty(),
+        "delivered once the login works"
+    );
     h.stop().await;
 }
 
@@ -234,13 +269,18 @@ async fn a_refused_login_never_fails_or_expires_a_message() {
 async fn a_message_older_than_max_age_fails_on_its_next_temporary_failure() {
     let old = now() - Duration::from_secs(6 * 86400);
     let h = harness(&[(&["a@x.test"], old)], 1, false).await;
-    h.courier.then(Ok(vec![RecipientOutcome::Deferred("451 4.3.0 later".into())]));
+    h.courier.then(Ok(vec![RecipientOutcome::Deferred(
+        "451 4.3.0 later".into(),
+    )]));
     h.settle().await;
     assert!(h.files("queue").is_empty());
     let failed = h.files("failed");
     assert_eq!(failed.len(), 2);
     let state = std::fs::read_to_string(h.dir.path().join("failed").join(&failed[1])).unwrap();
-    assert!(state.contains("queue.max_age") && state.contains("451 4.3.0"), "{state}");
+    assert!(
+        state.contains("queue.max_age") && state.contains("451 4.3.0"),
+        "{state}"
+    );
     h.stop().await;
 }
 
@@ -263,7 +303,12 @@ async fn concurrency_is_bounded_by_the_connection_limit() {
     tokio::time::sleep(Duration::from_secs(35)).await;
     h.settle().await;
     assert_eq!(h.courier.calls(), 6);
-    assert_eq!(h.courier.max_in_flight.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(
+        h.courier
+            .max_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst),
+        2
+    );
     assert!(h.files("queue").is_empty());
     h.stop().await;
 }
@@ -277,7 +322,14 @@ async fn shutdown_waits_for_attempts_in_flight_and_starts_no_more() {
     h.cancel.cancel();
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!(h.courier.calls(), 1, "nothing new after cancel");
-    let queued = h.files("queue").iter().filter(|f| f.ends_with(".msg")).count();
-    assert_eq!(queued, 2, "the attempt in flight finished; the rest stay queued");
+    let queued = h
+        .files("queue")
+        .iter()
+        .filter(|f| f.ends_with(".msg"))
+        .count();
+    assert_eq!(
+        queued, 2,
+        "the attempt in flight finished; the rest stay queued"
+    );
     h.task.await.unwrap();
 }
