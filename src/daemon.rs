@@ -134,7 +134,7 @@ impl Daemon {
             listen = ?addrs,
             allowed_networks = ?config.listen.allowed_networks.iter().map(ToString::to_string).collect::<Vec<_>>(),
             upstream = %format!("{}:{}", config.upstream.host, config.upstream.port),
-            tls = ?config.upstream.tls,
+            tls = %config.upstream.tls,
             user = config.upstream.credentials.username(),
             hold = config.delivery.hold,
             "gmail-relay ready"

@@ -65,7 +65,7 @@ fn check(path: &Path) -> ExitCode {
         return ExitCode::from(EXIT_CONFIG);
     }
     println!(
-        "{}: OK\n  listen: {}\n  allowed networks: {}\n  queue: {}\n  upstream: {}:{} ({:?}) as {}",
+        "{}: OK\n  listen: {}\n  allowed networks: {}\n  queue: {}\n  upstream: {}:{} ({}) as {}",
         path.display(),
         cfg.listen
             .addrs

@@ -83,6 +83,15 @@ pub enum TlsMode {
     Implicit,
 }
 
+impl std::fmt::Display for TlsMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TlsMode::StartTls => "starttls",
+            TlsMode::Implicit => "implicit",
+        })
+    }
+}
+
 /// `[upstream]`: the server mail is forwarded to (Gmail).
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {

@@ -154,9 +154,7 @@ where
             match action {
                 Action::Reply(r) | Action::ReadData(r) => r.write_to(out),
                 Action::Close(r) => {
-                    r.write_to(out);
-                    send(stream, out, shared.idle_timeout).await?;
-                    return Err(Closed);
+                    return say_and_close(stream, out, r, shared.idle_timeout).await;
                 }
             }
         }
@@ -165,24 +163,46 @@ where
             input.buf = Vec::with_capacity(IDLE_BUFFER);
             input.start = 0;
         }
-        let read = tokio::select! {
-            r = timeout(shared.idle_timeout, input.fill(stream, IDLE_BUFFER)) => r,
+        let until = Instant::now() + shared.idle_timeout;
+        tokio::select! {
+            r = read_more(stream, input, IDLE_BUFFER, until, out, shared.idle_timeout) => r?,
             _ = cancel.cancelled() => {
-                reply::shutting_down().write_to(out);
-                send(stream, out, shared.idle_timeout).await?;
-                return Err(Closed);
-            }
-        };
-        match read {
-            Ok(Ok(true)) => {}
-            Ok(Ok(false)) | Ok(Err(_)) => return Err(Closed),
-            Err(_) => {
-                reply::timeout().write_to(out);
-                send(stream, out, shared.idle_timeout).await?;
-                return Err(Closed);
+                return say_and_close(stream, out, reply::shutting_down(), shared.idle_timeout).await;
             }
         }
     }
+}
+
+/// Reads more input before `until`. The end of the stream closes the connection; running out
+/// of time says `421 4.4.2` first.
+async fn read_more<S>(
+    stream: &mut S,
+    input: &mut Input,
+    want: usize,
+    until: Instant,
+    out: &mut Vec<u8>,
+    write_limit: Duration,
+) -> Result<(), Closed>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match timeout_at(until, input.fill(stream, want)).await {
+        Ok(Ok(true)) => Ok(()),
+        Ok(Ok(false)) | Ok(Err(_)) => Err(Closed),
+        Err(_) => say_and_close(stream, out, reply::timeout(), write_limit).await,
+    }
+}
+
+/// Sends a last reply; the connection then closes.
+async fn say_and_close<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    out: &mut Vec<u8>,
+    last: Reply,
+    write_limit: Duration,
+) -> Result<(), Closed> {
+    last.write_to(out);
+    send(stream, out, write_limit).await?;
+    Err(Closed)
 }
 
 /// Reads the DATA of the session's transaction, queues it, and returns the final reply.
@@ -210,15 +230,7 @@ where
         }
         input.start = input.buf.len();
         let until = deadline.min(Instant::now() + shared.idle_timeout);
-        match timeout_at(until, input.fill(stream, DATA_CHUNK)).await {
-            Ok(Ok(true)) => {}
-            Ok(Ok(false)) | Ok(Err(_)) => return Err(Closed),
-            Err(_) => {
-                reply::timeout().write_to(out);
-                send(stream, out, shared.idle_timeout).await?;
-                return Err(Closed);
-            }
-        }
+        read_more(stream, input, DATA_CHUNK, until, out, shared.idle_timeout).await?;
     }
     let Some(body) = reader.finish() else {
         return Ok(policy.too_big().into());
