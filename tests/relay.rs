@@ -10,10 +10,10 @@ use common::{Client, TestRelay, WAIT, config_for, submit, without_trace_header};
 use lettre::address::Envelope;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
-/// A message as its author wrote it (one line starts with a dot).
-const BODY: &[u8] = b"From: App <app@example.com>\r\nTo: a@example.com\r\nSubject: hello\r\n\r\nline one\r\n.starts with a dot\r\n\r\nlast line\r\n";
+/// A message as its author wrote it (complete headers; one line starts with a dot).
+const BODY: &[u8] = b"From: App <app@example.com>\r\nTo: a@example.com\r\nSubject: hello\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <1@app.example.com>\r\n\r\nline one\r\n.starts with a dot\r\n\r\nlast line\r\n";
 /// The same message as a raw client puts it after DATA (dot-stuffed).
-const WIRE: &[u8] = b"From: App <app@example.com>\r\nTo: a@example.com\r\nSubject: hello\r\n\r\nline one\r\n..starts with a dot\r\n\r\nlast line\r\n";
+const WIRE: &[u8] = b"From: App <app@example.com>\r\nTo: a@example.com\r\nSubject: hello\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <1@app.example.com>\r\n\r\nline one\r\n..starts with a dot\r\n\r\nlast line\r\n";
 
 async fn lettre_submit(relay: &TestRelay, from: &str, to: &[&str], body: &[u8]) {
     let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
@@ -213,7 +213,9 @@ async fn mail_accepted_while_the_upstream_is_down_is_delivered_after_a_restart()
     let config = config_for(&up, "");
     let mut relay = TestRelay::start(&config).await;
     for i in 0..3 {
-        let body = format!("Subject: {i}\r\n\r\nbody {i}\r\n");
+        let body = format!(
+            "Subject: {i}\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <{i}@app>\r\n\r\nbody {i}\r\n"
+        );
         assert!(
             submit(
                 relay.addr(),
@@ -348,5 +350,43 @@ async fn a_permanent_refusal_of_the_message_moves_it_to_the_failed_area() {
         "{state}"
     );
     assert!(up.messages().is_empty());
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn legacy_messages_get_date_and_message_id_and_lose_bcc() {
+    let up = FakeUpstream::start(Mode::StartTls, Script::default()).await;
+    let mut relay = TestRelay::start(&config_for(&up, "")).await;
+    let legacy = b"From: printer@example.com\r\nTo: a@example.com\r\nBcc: boss@example.com\r\nSubject: scan\r\n\r\nscan attached\r\n";
+    for _ in 0..2 {
+        submit(
+            relay.addr(),
+            "printer@example.com",
+            &["a@example.com", "boss@example.com"],
+            legacy,
+        )
+        .await;
+    }
+    let got = up.wait_for(2, WAIT).await;
+    let mut ids = Vec::new();
+    for m in &got {
+        assert_eq!(
+            m.to,
+            ["a@example.com", "boss@example.com"],
+            "Bcc recipient still gets it"
+        );
+        let text = String::from_utf8_lossy(without_trace_header(&m.data)).to_string();
+        assert!(text.starts_with("Date: "), "{text}");
+        let id_line = text
+            .lines()
+            .find(|l| l.starts_with("Message-ID: <"))
+            .unwrap()
+            .to_string();
+        assert!(id_line.ends_with("@relay.test>"), "{id_line}");
+        ids.push(id_line);
+        assert!(!text.contains("Bcc") && !text.contains("boss@"), "{text}");
+        assert!(text.ends_with("From: printer@example.com\r\nTo: a@example.com\r\nSubject: scan\r\n\r\nscan attached\r\n"), "{text}");
+    }
+    assert_ne!(ids[0], ids[1], "Message-IDs are unique");
     relay.stop().await;
 }

@@ -232,22 +232,25 @@ where
         let until = deadline.min(Instant::now() + shared.idle_timeout);
         read_more(stream, input, DATA_CHUNK, until, out, shared.idle_timeout).await?;
     }
-    let Some(body) = reader.finish() else {
+    let Some(mut body) = reader.finish() else {
         return Ok(policy.too_big().into());
     };
     let id = shared.spool.new_id();
     let received_at = SystemTime::now();
     let id_text = id.to_string();
+    let hostname = &shared.settings.hostname;
+    let message_id = format!("{id_text}.{:08x}@{hostname}", fastrand::u32(..));
+    let fixed = message::hygiene(&mut body, &message_id, received_at);
     let trace = message::received_header(&Trace {
         helo: session.helo(),
         client: session.client(),
-        by: &shared.settings.hostname,
+        by: hostname,
         protocol: session.protocol(&tx),
         id: &id_text,
         recipients: &tx.recipients,
         at: received_at,
     });
-    let size = trace.len() + body.len();
+    let size = trace.len() + fixed.added.len() + body.len();
     let envelope = Envelope {
         sender: tx.sender,
         recipients: tx.recipients,
@@ -258,7 +261,11 @@ where
         smtputf8: tx.smtputf8,
     };
     let (sender, recipients) = (envelope.sender.clone(), envelope.recipients.clone());
-    match shared.spool.commit(id, envelope, vec![trace, body]).await {
+    match shared
+        .spool
+        .commit(id, envelope, vec![trace, fixed.added, body])
+        .await
+    {
         Ok(()) => {
             events::received(&id_text, session.client(), &sender, &recipients, size);
             Ok(reply::queued(&id_text))

@@ -1,8 +1,15 @@
-//! What the relay adds to a message before it is queued: the `Received:` trace header.
+//! What the relay changes in a message before it is queued, and nothing else.
 //!
-//! The header names the client by the name it gave and its IP literal. There is no reverse DNS
-//! lookup: one per session would slow every client, tell the resolver who is mailing, and fail
-//! offline; the only name the relay resolves is the upstream's.
+//! - A `Received:` trace header on top. It names the client by the name it gave and its IP
+//!   literal. There is no reverse DNS lookup: one per session would slow every client, tell the
+//!   resolver who is mailing, and fail offline; the only name the relay resolves is the
+//!   upstream's.
+//! - `Date:` and `Message-ID:` when the message has none (legacy devices often send neither;
+//!   Gmail files undated mail badly and its MX refuses mail without a Message-ID).
+//! - `Bcc:` (and `Resent-Bcc:`) removed: Gmail does not strip them, so every recipient would see
+//!   the blind copies.
+//!
+//! Everything after the header section is stored byte for byte.
 
 use std::net::IpAddr;
 use std::time::SystemTime;
@@ -46,6 +53,79 @@ pub fn received_header(t: &Trace<'_>) -> Vec<u8> {
     h.into_bytes()
 }
 
+/// What [`hygiene`] did to the header section.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Hygiene {
+    /// Header fields to put above the message's own (`Date:`, `Message-ID:`), CRLF-terminated.
+    pub added: Vec<u8>,
+    /// How many `Bcc:`/`Resent-Bcc:` fields were removed.
+    pub bcc_removed: usize,
+}
+
+/// Fixes the header section of `message` in place (removes Bcc) and returns the fields to add.
+/// `message_id` is used if the message has no `Message-ID:`.
+pub fn hygiene(message: &mut Vec<u8>, message_id: &str, now: SystemTime) -> Hygiene {
+    let end = header_end(message);
+    let mut has_date = false;
+    let mut has_message_id = false;
+    let mut bcc = Vec::new(); // byte ranges of Bcc fields, folded lines included
+    let mut pos = 0;
+    while pos < end {
+        let field_end = field_end(message, pos, end);
+        let name = field_name(&message[pos..field_end]);
+        if name.eq_ignore_ascii_case(b"date") {
+            has_date = true;
+        } else if name.eq_ignore_ascii_case(b"message-id") {
+            has_message_id = true;
+        } else if name.eq_ignore_ascii_case(b"bcc") || name.eq_ignore_ascii_case(b"resent-bcc") {
+            bcc.push(pos..field_end);
+        }
+        pos = field_end;
+    }
+    for range in bcc.iter().rev() {
+        message.drain(range.clone());
+    }
+    let mut added = Vec::new();
+    if !has_date {
+        added.extend_from_slice(format!("Date: {}\r\n", rfc5322_date(now)).as_bytes());
+    }
+    if !has_message_id {
+        added.extend_from_slice(format!("Message-ID: <{message_id}>\r\n").as_bytes());
+    }
+    Hygiene {
+        added,
+        bcc_removed: bcc.len(),
+    }
+}
+
+/// Where the header section ends: after the CRLF of its last field (the empty line that follows
+/// is body separator). A message without an empty line is all header.
+fn header_end(message: &[u8]) -> usize {
+    if message.starts_with(b"\r\n") {
+        return 0;
+    }
+    memchr::memmem::find(message, b"\r\n\r\n").map_or(message.len(), |p| p + 2)
+}
+
+/// The end of the field starting at `start`: after its last line, folded lines included.
+fn field_end(message: &[u8], start: usize, end: usize) -> usize {
+    let mut pos = start;
+    loop {
+        pos = memchr::memmem::find(&message[pos..end], b"\r\n").map_or(end, |p| pos + p + 2);
+        if pos >= end || !matches!(message[pos], b' ' | b'\t') {
+            return pos;
+        }
+    }
+}
+
+/// The name of a header field (before the colon), trimmed; empty if the line has no colon.
+fn field_name(field: &[u8]) -> &[u8] {
+    match memchr::memchr(b':', field) {
+        Some(colon) => field[..colon].trim_ascii(),
+        None => &[],
+    }
+}
+
 /// A date in RFC 5322 form, e.g. `Mon, 23 Nov 2026 13:35:50 +0000`.
 pub fn rfc5322_date(t: SystemTime) -> String {
     let http = httpdate::fmt_http_date(t);
@@ -87,6 +167,71 @@ mod tests {
             "Received: from printer??X-Evil: 1 ([192.0.2.7])\r\n\tby relay.local (gmail-relay) \
              with ESMTP id 0006455f3c2a1b2c\r\n\tfor <a@example.com>; Wed, 18 Nov 2026 11:06:40 +0000\r\n"
         );
+    }
+
+    fn fix(msg: &str) -> (String, String, usize) {
+        let mut m = msg.as_bytes().to_vec();
+        let h = hygiene(
+            &mut m,
+            "id.1@relay.test",
+            UNIX_EPOCH + Duration::from_secs(1_795_000_000),
+        );
+        (
+            String::from_utf8(h.added).unwrap(),
+            String::from_utf8(m).unwrap(),
+            h.bcc_removed,
+        )
+    }
+
+    #[test]
+    fn missing_date_and_message_id_are_added() {
+        let (added, rest, _) = fix("Subject: x\r\n\r\nbody\r\n");
+        assert_eq!(
+            added,
+            "Date: Wed, 18 Nov 2026 11:06:40 +0000\r\nMessage-ID: <id.1@relay.test>\r\n"
+        );
+        assert_eq!(rest, "Subject: x\r\n\r\nbody\r\n");
+    }
+
+    #[test]
+    fn present_fields_are_kept_in_any_case() {
+        let msg =
+            "DATE: Mon, 1 Jan 2024 00:00:00 +0000\r\nmessage-id:<a@b>\r\n\r\nDate: in the body\r\n";
+        let (added, rest, _) = fix(msg);
+        assert_eq!(added, "");
+        assert_eq!(rest, msg);
+    }
+
+    #[test]
+    fn fields_in_the_body_do_not_count() {
+        let (added, rest, n) =
+            fix("Subject: x\r\n\r\nDate: 1\r\nMessage-ID: <x>\r\nBcc: keep@x\r\n");
+        assert!(added.contains("Date:") && added.contains("Message-ID:"));
+        assert_eq!(n, 0);
+        assert!(rest.contains("Bcc: keep@x"), "the body is untouched");
+    }
+
+    #[test]
+    fn bcc_is_removed_with_its_folded_lines() {
+        let msg = "To: a@x\r\nBcc: secret1@x,\r\n secret2@x\r\nSubject: s\r\nresent-bcc: r@x\r\nDate: d\r\nMessage-ID: <m>\r\n\r\nbody\r\n";
+        let (_, rest, n) = fix(msg);
+        assert_eq!(n, 2);
+        assert_eq!(
+            rest,
+            "To: a@x\r\nSubject: s\r\nDate: d\r\nMessage-ID: <m>\r\n\r\nbody\r\n"
+        );
+    }
+
+    #[test]
+    fn a_message_without_a_body_or_headers() {
+        let (added, rest, _) = fix("Bcc: x@y\r\n");
+        assert!(added.starts_with("Date:"));
+        assert_eq!(rest, "");
+        let (_, rest, _) = fix("\r\njust a body\r\n");
+        assert_eq!(rest, "\r\njust a body\r\n");
+        let (added, rest, _) = fix("");
+        assert!(added.contains("Message-ID"));
+        assert_eq!(rest, "");
     }
 
     #[test]
