@@ -390,3 +390,37 @@ async fn legacy_messages_get_date_and_message_id_and_lose_bcc() {
     assert_ne!(ids[0], ids[1], "Message-IDs are unique");
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn lines_starting_with_dots_reach_the_upstream_byte_exact() {
+    let up = FakeUpstream::start(Mode::StartTls, Script::default()).await;
+    let mut relay = TestRelay::start(&config_for(&up, "")).await;
+    let head =
+        "Date: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <dots@app>\r\nSubject: dots\r\n\r\n";
+    // As the author wrote it, and as a client stuffs it on the wire.
+    let lines = [".", "..", "...", ". leading", ".x.", "a.", "", "."];
+    let written: String = head.to_string() + &lines.map(|l| format!("{l}\r\n")).concat();
+    let stuffed: String = head.to_string()
+        + &lines
+            .map(|l| {
+                if l.starts_with('.') {
+                    format!(".{l}\r\n")
+                } else {
+                    format!("{l}\r\n")
+                }
+            })
+            .concat();
+    submit(
+        relay.addr(),
+        "app@example.com",
+        &["a@example.com"],
+        stuffed.as_bytes(),
+    )
+    .await;
+    let got = up.wait_for(1, WAIT).await;
+    assert_eq!(
+        String::from_utf8_lossy(without_trace_header(&got[0].data)),
+        written
+    );
+    relay.stop().await;
+}

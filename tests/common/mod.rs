@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod dialog;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -56,6 +57,30 @@ timeout = "5s"
 "#,
         port = up.addr.port(),
         ca = up.ca_file.display(),
+    )
+}
+
+/// The config text for a relay that only queues (`delivery.hold`): for intake tests, which
+/// need no upstream. `listen_extra` is added to the `[listen]` section.
+pub fn intake_config(listen_extra: &str) -> String {
+    format!(
+        r#"
+[listen]
+addrs = ["127.0.0.1:0"]
+hostname = "relay.test"
+{listen_extra}
+
+[queue]
+dir = "spool"
+
+[upstream]
+host = "127.0.0.1"
+port = 9
+username = "{USER}"
+
+[delivery]
+hold = true
+"#
     )
 }
 
@@ -116,6 +141,29 @@ impl TestRelay {
             .iter()
             .filter(|f| f.ends_with(".msg"))
             .count()
+    }
+
+    /// Every queued message: (sender, recipients, body as stored), oldest first.
+    pub fn stored(&self) -> Vec<(String, Vec<String>, Vec<u8>)> {
+        self.files("queue")
+            .iter()
+            .filter(|f| f.ends_with(".msg"))
+            .map(|f| {
+                let bytes = std::fs::read(self.spool().join("queue").join(f)).unwrap();
+                let nl = bytes.iter().position(|&b| b == b'\n').unwrap();
+                let header: serde_json::Value = serde_json::from_slice(&bytes[..nl]).unwrap();
+                let env = &header["envelope"];
+                let rcpts = env["recipients"].as_array().unwrap();
+                (
+                    env["sender"].as_str().unwrap().to_string(),
+                    rcpts
+                        .iter()
+                        .map(|r| r.as_str().unwrap().to_string())
+                        .collect(),
+                    bytes[nl + 1..].to_vec(),
+                )
+            })
+            .collect()
     }
 
     /// Waits (bounded) until the queue directory is empty.
