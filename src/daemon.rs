@@ -130,8 +130,16 @@ impl Daemon {
         }
         intake::start(listeners, &config.listen, opened.spool, &stop, &tracker);
 
+        if config.listen.danger_allow_any_network {
+            tracing::warn!(
+                exposure = %config.listen.exposure(),
+                "listen.danger_allow_any_network is set: any address that can reach the \
+                 listeners can send mail as your Gmail account"
+            );
+        }
         tracing::info!(
             listen = ?addrs,
+            exposure = %config.listen.exposure(),
             allowed_networks = ?config.listen.allowed_networks.iter().map(ToString::to_string).collect::<Vec<_>>(),
             upstream = %format!("{}:{}", config.upstream.host, config.upstream.port),
             tls = %config.upstream.tls,

@@ -38,6 +38,8 @@ impl Rejection {
 #[derive(Debug, Clone)]
 pub struct Policy {
     allowed_networks: Vec<IpNet>,
+    allowed_senders: Vec<String>,
+    allowed_recipients: Vec<String>,
     max_message_size: usize,
     max_recipients: usize,
 }
@@ -47,8 +49,38 @@ impl Policy {
     pub fn new(cfg: &ListenConfig) -> Self {
         Policy {
             allowed_networks: cfg.allowed_networks.clone(),
+            allowed_senders: cfg.allowed_senders.clone(),
+            allowed_recipients: cfg.allowed_recipients.clone(),
             max_message_size: cfg.max_message_size,
             max_recipients: cfg.max_recipients,
+        }
+    }
+
+    /// May this envelope sender (empty for `<>`) use the relay? Always yes without
+    /// `listen.allowed_senders`.
+    pub fn sender(&self, sender: &str) -> Result<(), Rejection> {
+        let shown = if sender.is_empty() { "<>" } else { sender };
+        if listed(&self.allowed_senders, shown) {
+            Ok(())
+        } else {
+            Err(Rejection::new(
+                550,
+                "5.7.1",
+                format!("Sender {shown} is not allowed to send through this relay"),
+            ))
+        }
+    }
+
+    /// May mail go to this recipient? Always yes without `listen.allowed_recipients`.
+    pub fn recipient(&self, recipient: &str) -> Result<(), Rejection> {
+        if listed(&self.allowed_recipients, recipient) {
+            Ok(())
+        } else {
+            Err(Rejection::new(
+                550,
+                "5.7.1",
+                format!("Recipient {recipient} is not allowed through this relay"),
+            ))
         }
     }
 
@@ -110,6 +142,18 @@ impl Policy {
     }
 }
 
+/// Is `address` on the list: exactly (ignoring case), by its `@domain`, or (for `<>`) as the
+/// null sender? An empty list allows everything.
+fn listed(list: &[String], address: &str) -> bool {
+    if list.is_empty() {
+        return true;
+    }
+    let address = address.to_lowercase();
+    let domain = address.rsplit_once('@').map(|(_, d)| format!("@{d}"));
+    list.iter()
+        .any(|entry| *entry == address || Some(entry) == domain.as_ref())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +161,8 @@ mod tests {
     fn policy(nets: &[&str]) -> Policy {
         Policy {
             allowed_networks: nets.iter().map(|n| n.parse().unwrap()).collect(),
+            allowed_senders: vec![],
+            allowed_recipients: vec![],
             max_message_size: 1000,
             max_recipients: 2,
         }
@@ -149,6 +195,42 @@ mod tests {
     #[test]
     fn empty_allowlist_allows_nobody() {
         assert!(policy(&[]).client("127.0.0.1".parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn sender_and_recipient_allowlists() {
+        let mut p = policy(&[]);
+        assert!(
+            p.sender("anyone@anywhere.test").is_ok(),
+            "no list: everyone"
+        );
+        assert!(p.sender("").is_ok());
+        p.allowed_senders = vec![
+            "@example.com".into(),
+            "printer@lan.test".into(),
+            "<>".into(),
+        ];
+        p.allowed_recipients = vec!["@example.com".into()];
+        let senders = [
+            ("app@example.com", true),
+            ("App@Example.COM", true),
+            ("printer@lan.test", true),
+            ("other@lan.test", false),
+            ("app@sub.example.com", false),
+            ("", true),
+            ("evil@example.com.evil.test", false),
+        ];
+        for (s, ok) in senders {
+            let r = p.sender(s);
+            assert_eq!(r.is_ok(), ok, "{s:?}");
+            if let Err(r) = r {
+                assert_eq!((r.code, r.status), (550, "5.7.1"), "permanent, never 451");
+            }
+        }
+        assert!(p.recipient("a@example.com").is_ok());
+        assert_eq!(p.recipient("a@gmail.com").unwrap_err().code, 550);
+        p.allowed_senders = vec!["@example.com".into()];
+        assert!(p.sender("").is_err(), "the null sender only when listed");
     }
 
     #[test]

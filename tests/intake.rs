@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TestRelay, dialog, intake_config};
+use common::{Client, TestRelay, dialog, intake_config};
 
 /// Starts a relay that only queues, with `listen_extra` in `[listen]`, and runs a transcript.
 async fn run(transcript: &str, listen_extra: &str) -> TestRelay {
@@ -87,5 +87,62 @@ async fn bare_lf_is_stored_as_crlf_and_smuggling_stays_one_message() {
         }
     }
     assert!(text.ends_with("bare lf line\r\nend\r\n"), "{text:?}");
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn sender_and_recipient_allowlists_refuse_with_550() {
+    let mut relay = run(
+        "allowlists.smtp",
+        "allowed_senders = [\"@example.com\", \"<>\"]\nallowed_recipients = [\"@example.com\", \"boss@partner.test\"]",
+    )
+    .await;
+    relay.stop().await;
+}
+
+/// Opens a connection and returns its greeting.
+async fn greeting(relay: &TestRelay) -> (Client, String) {
+    let mut c = Client::connect(relay.addr()).await;
+    let g = c.reply().await;
+    (c, g)
+}
+
+#[tokio::test]
+async fn a_client_over_its_connection_limit_gets_421_at_once() {
+    let mut relay = TestRelay::start(&intake_config("max_connections_per_client = 2")).await;
+    let (_a, g1) = greeting(&relay).await;
+    let (_b, g2) = greeting(&relay).await;
+    assert!(g1.starts_with("220") && g2.starts_with("220"));
+    let (mut c, g3) = greeting(&relay).await;
+    assert!(g3.starts_with("421 4.7.0"), "{g3}");
+    assert_eq!(c.reply().await, "", "and is disconnected");
+    drop(_a);
+    // The slot comes back once the first connection is gone.
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    loop {
+        let (_d, g) = greeting(&relay).await;
+        if g.starts_with("220") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "slot never came back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn connections_over_the_total_limit_get_421_at_once() {
+    let mut relay = TestRelay::start(&intake_config("max_connections = 3")).await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let (c, g) = greeting(&relay).await;
+        assert!(g.starts_with("220"), "{g}");
+        open.push(c);
+    }
+    let (_c, g) = greeting(&relay).await;
+    assert!(g.starts_with("421 4.7.0"), "{g}");
     relay.stop().await;
 }

@@ -53,12 +53,65 @@ pub struct ListenConfig {
     pub max_recipients: usize,
     /// Most concurrent client connections.
     pub max_connections: usize,
+    /// Most concurrent connections from one client address.
+    pub max_connections_per_client: usize,
+    /// Envelope senders allowed to relay (addresses, `@domain`s, `<>`); empty: any.
+    pub allowed_senders: Vec<String>,
+    /// Envelope recipients allowed (addresses, `@domain`s); empty: any.
+    pub allowed_recipients: Vec<String>,
+    /// The operator accepts `allowed_networks` covering every address on a non-loopback
+    /// listener (e.g. a firewall restricts access instead).
+    pub danger_allow_any_network: bool,
     /// The relay's own name: SMTP banner, `Received:` header.
     pub hostname: String,
     /// How long a client may stay silent between commands.
     pub idle_timeout: Duration,
     /// How long a client may take to send one message's DATA.
     pub data_timeout: Duration,
+}
+
+impl ListenConfig {
+    /// A small configuration for unit tests: relay.test, 1000-byte messages, 3 recipients.
+    #[cfg(test)]
+    pub fn for_tests() -> ListenConfig {
+        ListenConfig {
+            addrs: vec![],
+            allowed_networks: vec![],
+            max_message_size: 1000,
+            max_recipients: 3,
+            max_connections: 10,
+            max_connections_per_client: 10,
+            allowed_senders: vec![],
+            allowed_recipients: vec![],
+            danger_allow_any_network: false,
+            hostname: "relay.test".into(),
+            idle_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(600),
+        }
+    }
+
+    /// Who can reach the relay, in words, for the start-up log line.
+    pub fn exposure(&self) -> String {
+        let public: Vec<String> = self
+            .addrs
+            .iter()
+            .filter(|a| !a.ip().is_loopback())
+            .map(ToString::to_string)
+            .collect();
+        if public.is_empty() {
+            "loopback only".to_owned()
+        } else {
+            format!(
+                "network listeners {} accept clients from {}",
+                public.join(", "),
+                self.allowed_networks
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    }
 }
 
 /// `[queue]`: the spool directory and the retry schedule.

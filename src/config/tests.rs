@@ -239,3 +239,50 @@ fn missing_file_is_a_read_error_naming_it() {
     let err = load_with_env(Path::new("/nonexistent/relay.toml"), env(&[])).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/relay.toml"));
 }
+
+#[test]
+fn any_network_on_a_public_listener_needs_the_danger_switch() {
+    let open = format!(
+        "{MINIMAL}[listen]\naddrs = [\"0.0.0.0:25\"]\nallowed_networks = [\"0.0.0.0/0\"]\n"
+    );
+    let (key, msg) = invalid_key(&open);
+    assert_eq!(key, "listen.allowed_networks");
+    assert!(
+        msg.contains("danger_allow_any_network") && msg.contains("0.0.0.0:25"),
+        "{msg}"
+    );
+
+    let six = format!("{MINIMAL}[listen]\naddrs = [\"[::]:25\"]\nallowed_networks = [\"::/0\"]\n");
+    assert_eq!(invalid_key(&six).0, "listen.allowed_networks");
+
+    let allowed = format!("{open}danger_allow_any_network = true\n");
+    let cfg = load_text(&allowed).unwrap();
+    assert!(cfg.listen.exposure().contains("0.0.0.0:25"));
+
+    // On loopback only, /0 reaches nobody outside the machine.
+    let local = format!("{MINIMAL}[listen]\nallowed_networks = [\"0.0.0.0/0\"]\n");
+    assert_eq!(
+        load_text(&local).unwrap().listen.exposure(),
+        "loopback only"
+    );
+}
+
+#[test]
+fn allowlist_entries_are_checked_and_normalised() {
+    let cfg = load_text(&format!(
+        "{MINIMAL}[listen]\nallowed_senders = [\"Printer@LAN.test\", \"example.com\", \"@x.test\", \"<>\"]\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        cfg.listen.allowed_senders,
+        ["printer@lan.test", "@example.com", "@x.test", "<>"]
+    );
+    let (key, _) = invalid_key(&format!(
+        "{MINIMAL}[listen]\nallowed_recipients = [\"<>\"]\n"
+    ));
+    assert_eq!(key, "listen.allowed_recipients[0]");
+    let (key, _) = invalid_key(&format!(
+        "{MINIMAL}[listen]\nallowed_senders = [\"a b@c\"]\n"
+    ));
+    assert_eq!(key, "listen.allowed_senders[0]");
+}

@@ -69,6 +69,23 @@ fn listen(raw: RawListen) -> Result<ListenConfig> {
         .map(|(i, n)| network(&format!("listen.allowed_networks[{i}]"), n))
         .collect::<Result<Vec<_>>>()?;
 
+    let danger_allow_any_network = raw.danger_allow_any_network.unwrap_or(false);
+    if let Some(public) = addrs.iter().find(|a| !a.ip().is_loopback())
+        && let Some(any) = allowed_networks.iter().find(|n| n.prefix_len() == 0)
+        && !danger_allow_any_network
+    {
+        return invalid(
+            "listen.allowed_networks",
+            format!(
+                "contains {any}, which lets every address on the network use the relay \
+                 (listening on {public}); list the networks of your clients, or set \
+                 listen.danger_allow_any_network = true if a firewall restricts access"
+            ),
+        );
+    }
+    let allowed_senders = address_list("listen.allowed_senders", raw.allowed_senders, true)?;
+    let allowed_recipients =
+        address_list("listen.allowed_recipients", raw.allowed_recipients, false)?;
     let max_message_size = positive(
         "listen.max_message_size",
         raw.max_message_size.unwrap_or(DEFAULT_MAX_MESSAGE_SIZE),
@@ -86,6 +103,13 @@ fn listen(raw: RawListen) -> Result<ListenConfig> {
         max_message_size,
         max_recipients: positive("listen.max_recipients", raw.max_recipients.unwrap_or(1000))?,
         max_connections: positive("listen.max_connections", raw.max_connections.unwrap_or(512))?,
+        max_connections_per_client: positive(
+            "listen.max_connections_per_client",
+            raw.max_connections_per_client.unwrap_or(128),
+        )?,
+        allowed_senders,
+        allowed_recipients,
+        danger_allow_any_network,
         hostname,
         idle_timeout: duration("listen.idle_timeout", raw.idle_timeout, "5m")?,
         data_timeout: duration("listen.data_timeout", raw.data_timeout, "10m")?,
@@ -117,6 +141,42 @@ fn network(key: &str, text: &str) -> Result<IpNet> {
         );
     }
     Ok(net)
+}
+
+/// An allowlist of addresses (`user@example.com`), domains (`@example.com` or `example.com`)
+/// and, for senders, the null sender `<>`. Stored lower-case; domains as `@domain`.
+fn address_list(key: &str, raw: Option<List>, null_ok: bool) -> Result<Vec<String>> {
+    let items = raw.map(List::into_vec).unwrap_or_default();
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let item = item.trim().to_lowercase();
+            let bad = |why: &str| invalid(&format!("{key}[{i}]"), format!("{item:?} {why}"));
+            if item == "<>" {
+                return if null_ok {
+                    Ok(item)
+                } else {
+                    bad("is the null sender; it can only be a sender")
+                };
+            }
+            let (local, domain) = match item.rsplit_once('@') {
+                Some((local, domain)) => (local, domain),
+                None => ("", item.as_str()),
+            };
+            if domain.is_empty()
+                || domain.contains(char::is_whitespace)
+                || local.contains(char::is_whitespace)
+            {
+                return bad("is not an address (user@example.com) or a domain (@example.com)");
+            }
+            Ok(if local.is_empty() {
+                format!("@{domain}")
+            } else {
+                item.clone()
+            })
+        })
+        .collect()
 }
 
 fn queue(raw: RawQueue, base: &Path) -> Result<QueueConfig> {

@@ -1,7 +1,12 @@
-//! Accept loops: admit or refuse each client, bound the number of connections, spawn sessions.
+//! Accept loops: admit or refuse each client, bound the number of connections (in total and
+//! per client address), spawn sessions.
+//!
+//! A client over a limit gets `421 4.7.0` at once and is disconnected, rather than being left
+//! waiting in the kernel's accept queue.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -14,12 +19,61 @@ use super::connection::{self, Shared};
 use super::reply::{self, Reply};
 use super::session::Session;
 
+/// Connections per client address, bounded by `listen.max_connections_per_client`.
+pub struct PerClient {
+    max: usize,
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One client's share of [`PerClient`]; given back when dropped.
+pub struct ClientSlot {
+    owner: Arc<PerClient>,
+    ip: IpAddr,
+}
+
+impl PerClient {
+    /// At most `max` connections per address.
+    pub fn new(max: usize) -> Arc<PerClient> {
+        Arc::new(PerClient {
+            max,
+            counts: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A slot for `ip`, unless it already has `max` connections.
+    pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<ClientSlot> {
+        let mut counts = self.counts.lock().expect("per-client lock");
+        let n = counts.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot {
+            owner: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut counts = self.owner.counts.lock().expect("per-client lock");
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Accepts on `listener` until `cancel` fires. Each admitted client runs in its own task on
 /// `tracker`, holding one permit of `limit` for its lifetime.
 pub async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     limit: Arc<Semaphore>,
+    per_client: Arc<PerClient>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -49,10 +103,18 @@ pub async fn accept_loop(
             tracker.spawn(refuse(stream, reply::too_many_connections()));
             continue;
         };
+        let Some(slot) = per_client.try_acquire(peer.ip().to_canonical()) else {
+            tracing::warn!(
+                client = %peer,
+                "connection refused: listen.max_connections_per_client reached"
+            );
+            tracker.spawn(refuse(stream, reply::too_many_connections()));
+            continue;
+        };
         let shared = shared.clone();
         let cancel = cancel.clone();
         tracker.spawn(async move {
-            let _permit = permit;
+            let _permits = (permit, slot);
             session(stream, peer, &shared, &cancel).await;
         });
     }
@@ -79,4 +141,28 @@ async fn refuse(mut stream: TcpStream, reply: Reply) {
         stream.shutdown().await
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_client_slots_are_counted_and_given_back() {
+        let pc = PerClient::new(2);
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let s1 = pc.try_acquire(a).unwrap();
+        let _s2 = pc.try_acquire(a).unwrap();
+        assert!(pc.try_acquire(a).is_none(), "third from the same address");
+        assert!(
+            pc.try_acquire(b).is_some(),
+            "other addresses are not affected"
+        );
+        drop(s1);
+        assert!(
+            pc.try_acquire(a).is_some(),
+            "a slot comes back when a connection ends"
+        );
+    }
 }

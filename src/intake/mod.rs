@@ -2,7 +2,7 @@
 //!
 //! - `listener`: accept loops; refuses clients outside `listen.allowed_networks` with
 //!   `554 5.7.1` before they can send anything, and connections over `listen.max_connections`
-//!   with `421 4.7.0`.
+//!   or `listen.max_connections_per_client` with `421 4.7.0`.
 //! - `connection`: the I/O loop of one client (timeouts, line limits, pipelining).
 //! - `session`: the RFC 5321 state machine (sans-IO).
 //! - `command`: command parsing (smtp-proto plus legacy allowances).
@@ -53,11 +53,13 @@ pub fn start(
         data_timeout: cfg.data_timeout,
     });
     let limit = Arc::new(Semaphore::new(cfg.max_connections));
+    let per_client = listener::PerClient::new(cfg.max_connections_per_client);
     for listener in listeners {
         tracker.spawn(listener::accept_loop(
             listener,
             shared.clone(),
             limit.clone(),
+            per_client.clone(),
             cancel.clone(),
             tracker.clone(),
         ));

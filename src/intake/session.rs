@@ -164,6 +164,7 @@ impl Session {
                 if !sender.is_ascii() && !smtputf8 {
                     return Err(reply::needs_smtputf8());
                 }
+                self.settings.policy.sender(&sender)?;
                 self.tx = Some(Transaction {
                     sender,
                     recipients: Vec::new(),
@@ -181,6 +182,7 @@ impl Session {
                 if !recipient.is_ascii() && !tx.smtputf8 {
                     return Err(reply::needs_smtputf8());
                 }
+                policy.recipient(&recipient)?;
                 policy.another_recipient(tx.recipients.len())?;
                 tx.recipients.push(recipient);
                 reply::recipient_ok()
@@ -236,19 +238,9 @@ fn parse_error(e: CommandError) -> Reply {
 mod tests {
     use super::*;
     use crate::config::ListenConfig;
-    use std::time::Duration;
 
     fn session() -> Session {
-        let cfg = ListenConfig {
-            addrs: vec![],
-            allowed_networks: vec![],
-            max_message_size: 1000,
-            max_recipients: 3,
-            max_connections: 10,
-            hostname: "relay.test".into(),
-            idle_timeout: Duration::from_secs(1),
-            data_timeout: Duration::from_secs(1),
-        };
+        let cfg = ListenConfig::for_tests();
         let settings = Arc::new(Settings {
             hostname: cfg.hostname.clone(),
             policy: Policy::new(&cfg),

@@ -17,14 +17,9 @@ fn fixture(max_size: usize) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let opened = crate::spool::Spool::open(dir.path()).unwrap();
     let cfg = ListenConfig {
-        addrs: vec![],
-        allowed_networks: vec![],
         max_message_size: max_size,
         max_recipients: 10,
-        max_connections: 10,
-        hostname: "relay.test".into(),
-        idle_timeout: Duration::from_secs(300),
-        data_timeout: Duration::from_secs(600),
+        ..ListenConfig::for_tests()
     };
     let shared = Arc::new(Shared {
         settings: Arc::new(Settings {
