@@ -38,8 +38,11 @@ pub enum StartError {
     /// The spool could not be opened, locked or recovered.
     #[error(transparent)]
     Spool(#[from] SpoolError),
+    /// The listener certificate or key is unusable.
+    #[error(transparent)]
+    ListenTls(#[from] intake::ListenTlsError),
     /// A listen address could not be bound.
-    #[error("cannot listen on {addr} (listen.addrs): {source}{}", bind_hint(*addr, source))]
+    #[error("cannot listen on {addr} (listen): {source}{}", bind_hint(*addr, source))]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -107,9 +110,11 @@ impl Daemon {
             stop.clone(),
         ));
 
-        let mut listeners = Vec::with_capacity(config.listen.addrs.len());
-        let mut addrs = Vec::with_capacity(config.listen.addrs.len());
-        for &addr in &config.listen.addrs {
+        let specs = config.listen.listeners();
+        let mut listeners = Vec::with_capacity(specs.len());
+        let mut addrs = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let addr = spec.addr;
             let listener = match TcpListener::bind(addr).await {
                 Ok(l) => l,
                 Err(source) => {
@@ -126,9 +131,20 @@ impl Daemon {
                 }
             };
             addrs.push(listener.local_addr().unwrap_or(addr));
-            listeners.push(listener);
+            listeners.push((listener, spec.kind));
         }
-        intake::start(listeners, &config.listen, opened.spool, &stop, &tracker);
+        if let Err(e) = intake::start(listeners, &config.listen, opened.spool, &stop, &tracker) {
+            let daemon = Daemon {
+                stop,
+                tracker,
+                close_upstream,
+                maintenance,
+                addrs,
+                spool_dir: config.queue.dir.clone(),
+            };
+            daemon.shutdown(Duration::from_secs(5)).await;
+            return Err(e.into());
+        }
 
         if config.listen.danger_allow_any_network {
             tracing::warn!(
@@ -158,7 +174,8 @@ impl Daemon {
         })
     }
 
-    /// The addresses actually bound (useful with port 0).
+    /// The addresses actually bound (useful with port 0), in the order of `listen.addrs`,
+    /// `listen.no_starttls_addrs`, `listen.implicit_tls_addrs`.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
     }

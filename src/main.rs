@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use gmail_relay::{config, daemon, delivery, observe};
+use gmail_relay::{config, daemon, delivery, intake, observe};
 
 #[derive(Parser)]
 #[command(
@@ -64,13 +64,21 @@ fn check(path: &Path) -> ExitCode {
         eprintln!("gmail-relay: configuration error: {}: {e}", path.display());
         return ExitCode::from(EXIT_CONFIG);
     }
+    if let Err(e) = intake::tls_acceptor(&cfg.listen) {
+        eprintln!("gmail-relay: configuration error: {}: {e}", path.display());
+        return ExitCode::from(EXIT_CONFIG);
+    }
     println!(
         "{}: OK\n  listen: {}\n  allowed networks: {}\n  queue: {}\n  upstream: {}:{} ({}) as {}",
         path.display(),
         cfg.listen
-            .addrs
+            .listeners()
             .iter()
-            .map(ToString::to_string)
+            .map(|l| match l.kind {
+                config::ListenerKind::Plain { starttls: true } => format!("{} (STARTTLS)", l.addr),
+                config::ListenerKind::Plain { starttls: false } => l.addr.to_string(),
+                config::ListenerKind::ImplicitTls => format!("{} (TLS)", l.addr),
+            })
             .collect::<Vec<_>>()
             .join(", "),
         cfg.listen

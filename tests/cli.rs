@@ -74,6 +74,20 @@ fn bad_configs_exit_2_and_name_the_key() {
             "upstream.ca_file",
         ),
         ("[upstream\n".to_string(), "relay.toml"),
+        (
+            format!(
+                "{VALID}\n[listen]\ntls_cert = \"/nonexistent/c.pem\"\ntls_key = \"/nonexistent/k.pem\"\n"
+            ),
+            "listen.tls_cert",
+        ),
+        (
+            format!("{VALID}\n[listen]\ntls_cert = \"c.pem\"\n"),
+            "listen.tls_key",
+        ),
+        (
+            format!("{VALID}\n[listen]\nimplicit_tls_addrs = [\"127.0.0.1:465\"]\n"),
+            "listen.implicit_tls_addrs",
+        ),
     ];
     for (text, key) in cases {
         let (code, stderr) = check(&text);

@@ -40,11 +40,40 @@ pub struct Config {
     pub log: LogConfig,
 }
 
+/// How one listener speaks to its clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// Plain SMTP; STARTTLS is offered when `starttls` (a certificate is configured).
+    Plain {
+        /// Offer STARTTLS.
+        starttls: bool,
+    },
+    /// TLS from the first byte (SMTPS).
+    ImplicitTls,
+}
+
+/// A listener to open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerSpec {
+    /// The address.
+    pub addr: SocketAddr,
+    /// Plain (with or without STARTTLS) or implicit TLS.
+    pub kind: ListenerKind,
+}
+
 /// `[listen]`: where and how the relay accepts mail.
 #[derive(Debug, Clone)]
 pub struct ListenConfig {
-    /// Addresses to listen on (`ip:port`).
+    /// Plain SMTP listeners (`ip:port`); they offer STARTTLS when a certificate is configured.
     pub addrs: Vec<SocketAddr>,
+    /// Plain SMTP listeners that never offer STARTTLS (for devices whose TLS is broken).
+    pub no_starttls_addrs: Vec<SocketAddr>,
+    /// Listeners that speak TLS from the first byte.
+    pub implicit_tls_addrs: Vec<SocketAddr>,
+    /// Certificate chain (PEM) for STARTTLS and implicit TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     /// Client networks allowed to relay; everyone else gets `554 5.7.1`.
     pub allowed_networks: Vec<IpNet>,
     /// Largest message accepted, in bytes (advertised as EHLO SIZE).
@@ -71,11 +100,35 @@ pub struct ListenConfig {
 }
 
 impl ListenConfig {
-    /// A small configuration for unit tests: relay.test, 1000-byte messages, 3 recipients.
-    #[cfg(test)]
+    /// Every listener to open, in the order of `addrs`, `no_starttls_addrs`,
+    /// `implicit_tls_addrs`.
+    pub fn listeners(&self) -> Vec<ListenerSpec> {
+        let starttls = self.tls_cert.is_some();
+        let plain = self.addrs.iter().map(|&addr| ListenerSpec {
+            addr,
+            kind: ListenerKind::Plain { starttls },
+        });
+        let no_tls = self.no_starttls_addrs.iter().map(|&addr| ListenerSpec {
+            addr,
+            kind: ListenerKind::Plain { starttls: false },
+        });
+        let implicit = self.implicit_tls_addrs.iter().map(|&addr| ListenerSpec {
+            addr,
+            kind: ListenerKind::ImplicitTls,
+        });
+        plain.chain(no_tls).chain(implicit).collect()
+    }
+
+    /// A small configuration for tests and the fuzz target: relay.test, 1000-byte messages,
+    /// 3 recipients.
+    #[doc(hidden)]
     pub fn for_tests() -> ListenConfig {
         ListenConfig {
             addrs: vec![],
+            no_starttls_addrs: vec![],
+            implicit_tls_addrs: vec![],
+            tls_cert: None,
+            tls_key: None,
             allowed_networks: vec![],
             max_message_size: 1000,
             max_recipients: 3,
@@ -93,10 +146,10 @@ impl ListenConfig {
     /// Who can reach the relay, in words, for the start-up log line.
     pub fn exposure(&self) -> String {
         let public: Vec<String> = self
-            .addrs
+            .listeners()
             .iter()
-            .filter(|a| !a.ip().is_loopback())
-            .map(ToString::to_string)
+            .filter(|l| !l.addr.ip().is_loopback())
+            .map(|l| l.addr.to_string())
             .collect();
         if public.is_empty() {
             "loopback only".to_owned()

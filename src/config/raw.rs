@@ -25,6 +25,10 @@ pub(super) struct Raw {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawListen {
     pub addrs: Option<List>,
+    pub no_starttls_addrs: Option<List>,
+    pub implicit_tls_addrs: Option<List>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
     pub allowed_networks: Option<List>,
     pub max_message_size: Option<u64>,
     pub max_recipients: Option<u64>,

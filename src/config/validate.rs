@@ -27,7 +27,7 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 35_882_577;
 
 pub(super) fn validate(raw: Raw, base: &Path) -> Result<Config> {
     Ok(Config {
-        listen: listen(raw.listen)?,
+        listen: listen(raw.listen, base)?,
         queue: queue(raw.queue, base)?,
         upstream: upstream(raw.upstream, base)?,
         delivery: delivery(raw.delivery),
@@ -35,30 +35,53 @@ pub(super) fn validate(raw: Raw, base: &Path) -> Result<Config> {
     })
 }
 
-fn listen(raw: RawListen) -> Result<ListenConfig> {
-    let addrs = raw
-        .addrs
-        .map(List::into_vec)
-        .unwrap_or_else(|| vec!["127.0.0.1:2525".to_owned()]);
-    if addrs.is_empty() {
+fn listen(raw: RawListen, base: &Path) -> Result<ListenConfig> {
+    let addrs = socket_addrs("listen.addrs", raw.addrs, &["127.0.0.1:2525"])?;
+    let no_starttls_addrs = socket_addrs("listen.no_starttls_addrs", raw.no_starttls_addrs, &[])?;
+    let implicit_tls_addrs =
+        socket_addrs("listen.implicit_tls_addrs", raw.implicit_tls_addrs, &[])?;
+    if addrs.is_empty() && no_starttls_addrs.is_empty() && implicit_tls_addrs.is_empty() {
         return invalid("listen.addrs", "is empty; give at least one ip:port");
     }
-    let addrs = addrs
+    let (tls_cert, tls_key) = match (raw.tls_cert, raw.tls_key) {
+        (None, None) => (None, None),
+        (Some(cert), Some(key)) => (
+            Some(pem_file(
+                "listen.tls_cert",
+                &resolve(base, &cert),
+                "CERTIFICATE",
+            )?),
+            Some(pem_file(
+                "listen.tls_key",
+                &resolve(base, &key),
+                "PRIVATE KEY",
+            )?),
+        ),
+        (Some(_), None) => {
+            return invalid(
+                "listen.tls_key",
+                "is missing; listen.tls_cert needs its key",
+            );
+        }
+        (None, Some(_)) => {
+            return invalid(
+                "listen.tls_cert",
+                "is missing; listen.tls_key needs its certificate",
+            );
+        }
+    };
+    if !implicit_tls_addrs.is_empty() && tls_cert.is_none() {
+        return invalid(
+            "listen.implicit_tls_addrs",
+            "needs a certificate: set listen.tls_cert and listen.tls_key",
+        );
+    }
+    let all_addrs: Vec<SocketAddr> = addrs
         .iter()
-        .enumerate()
-        .map(|(i, a)| {
-            a.trim().parse::<SocketAddr>().or_else(|_| {
-                invalid(
-                    &format!("listen.addrs[{i}]"),
-                    format!(
-                        "{a:?} is not an ip:port (e.g. \"127.0.0.1:2525\" or \"[::1]:2525\"; \
-                         host names are not resolved)"
-                    ),
-                )
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-
+        .chain(&no_starttls_addrs)
+        .chain(&implicit_tls_addrs)
+        .copied()
+        .collect();
     let nets = raw
         .allowed_networks
         .map(List::into_vec)
@@ -70,7 +93,7 @@ fn listen(raw: RawListen) -> Result<ListenConfig> {
         .collect::<Result<Vec<_>>>()?;
 
     let danger_allow_any_network = raw.danger_allow_any_network.unwrap_or(false);
-    if let Some(public) = addrs.iter().find(|a| !a.ip().is_loopback())
+    if let Some(public) = all_addrs.iter().find(|a| !a.ip().is_loopback())
         && let Some(any) = allowed_networks.iter().find(|n| n.prefix_len() == 0)
         && !danger_allow_any_network
     {
@@ -99,6 +122,10 @@ fn listen(raw: RawListen) -> Result<ListenConfig> {
     }
     Ok(ListenConfig {
         addrs,
+        no_starttls_addrs,
+        implicit_tls_addrs,
+        tls_cert,
+        tls_key,
         allowed_networks,
         max_message_size,
         max_recipients: positive("listen.max_recipients", raw.max_recipients.unwrap_or(1000))?,
@@ -114,6 +141,48 @@ fn listen(raw: RawListen) -> Result<ListenConfig> {
         idle_timeout: duration("listen.idle_timeout", raw.idle_timeout, "5m")?,
         data_timeout: duration("listen.data_timeout", raw.data_timeout, "10m")?,
     })
+}
+
+/// A list of `ip:port` (no host names: nothing at start-up depends on DNS).
+fn socket_addrs(key: &str, raw: Option<List>, default: &[&str]) -> Result<Vec<SocketAddr>> {
+    let items = raw
+        .map(List::into_vec)
+        .unwrap_or_else(|| default.iter().map(|s| (*s).to_owned()).collect());
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            a.trim().parse::<SocketAddr>().or_else(|_| {
+                invalid(
+                    &format!("{key}[{i}]"),
+                    format!(
+                        "{a:?} is not an ip:port (e.g. \"127.0.0.1:2525\" or \"[::1]:2525\"; \
+                         host names are not resolved)"
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
+/// A readable file holding at least one PEM block of `what` (`CERTIFICATE`, `PRIVATE KEY`).
+fn pem_file(key: &str, path: &Path, what: &str) -> Result<PathBuf> {
+    let pem = std::fs::read(path)
+        .or_else(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
+    let marker = format!("-----BEGIN {what}-----");
+    let any_key = what == "PRIVATE KEY";
+    let found = pem.windows(11).any(|w| w == b"-----BEGIN ")
+        && String::from_utf8_lossy(&pem).lines().any(|l| {
+            l == marker
+                || (any_key && l.starts_with("-----BEGIN ") && l.ends_with(" PRIVATE KEY-----"))
+        });
+    if !found {
+        return invalid(
+            key,
+            format!("{} holds no PEM {}", path.display(), what.to_lowercase()),
+        );
+    }
+    Ok(path.to_path_buf())
 }
 
 /// A CIDR (`10.0.0.0/8`) or a single address (`192.168.1.20`, taken as /32 or /128).
@@ -258,25 +327,10 @@ fn upstream(raw: RawUpstream, base: &Path) -> Result<UpstreamConfig> {
             );
         }
     };
-    let ca_file = match raw.ca_file {
-        None => None,
-        Some(f) => {
-            let path = resolve(base, &f);
-            let pem = std::fs::read(&path).or_else(|e| {
-                invalid(
-                    "upstream.ca_file",
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?;
-            if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
-                return invalid(
-                    "upstream.ca_file",
-                    format!("{} holds no PEM certificate", path.display()),
-                );
-            }
-            Some(path)
-        }
-    };
+    let ca_file = raw
+        .ca_file
+        .map(|f| pem_file("upstream.ca_file", &resolve(base, &f), "CERTIFICATE"))
+        .transpose()?;
     let helo_name = raw.helo_name.unwrap_or_else(system_hostname);
     if !is_hostname(&helo_name) {
         return invalid(

@@ -42,7 +42,9 @@ pub enum Command {
     Vrfy,
     /// `HELP`.
     Help,
-    /// A known command this relay does not offer (STARTTLS, AUTH, BDAT, EXPN, ...).
+    /// `STARTTLS`.
+    StartTls,
+    /// A known command this relay does not offer (AUTH, BDAT, EXPN, ...).
     NotImplemented(&'static str),
 }
 
@@ -106,6 +108,7 @@ fn convert(req: Request<Cow<'_, str>>, line: &[u8]) -> Command {
         Request::Quit => Command::Quit,
         Request::Vrfy { .. } => Command::Vrfy,
         Request::Help { .. } => Command::Help,
+        Request::StartTls => Command::StartTls,
         other => Command::NotImplemented(other.name()),
     }
 }
@@ -229,7 +232,7 @@ mod tests {
             ("QUIT\r\n", Ok(Command::Quit)),
             ("VRFY bob\r\n", Ok(Command::Vrfy)),
             ("HELP\r\n", Ok(Command::Help)),
-            ("STARTTLS\r\n", Ok(Command::NotImplemented("STARTTLS"))),
+            ("STARTTLS\r\n", Ok(Command::StartTls)),
             (
                 "AUTH PLAIN AGJvYgBwdw==\r\n",
                 Ok(Command::NotImplemented("AUTH")),

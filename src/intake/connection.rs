@@ -32,6 +32,22 @@ const DATA_CHUNK: usize = 64 * 1024;
 /// Buffer kept by an idle connection.
 const IDLE_BUFFER: usize = 1024;
 
+/// A client connection the loop can run on: any byte stream, plus the TLS upgrade STARTTLS
+/// needs (only the listener's real streams can do it).
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send {
+    /// Performs the server side of the TLS handshake, in place.
+    fn start_tls(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+impl Transport for tokio::io::DuplexStream {
+    async fn start_tls(&mut self) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "in-memory stream",
+        ))
+    }
+}
+
 /// What every connection of a listener shares.
 pub struct Shared {
     /// Hostname and policy for sessions.
@@ -48,24 +64,32 @@ pub struct Shared {
 struct Closed;
 
 /// Bytes read but not yet used.
-struct Input {
-    buf: Vec<u8>,
-    start: usize,
+pub(super) struct Input {
+    pub(super) buf: Vec<u8>,
+    pub(super) start: usize,
     /// Discarding an over-long line until its end.
     skipping: bool,
 }
 
-enum Line {
+pub(super) enum Line {
     Command(std::ops::Range<usize>),
     TooLong,
 }
 
 impl Input {
-    fn pending(&self) -> &[u8] {
+    pub(super) fn new(buf: Vec<u8>) -> Input {
+        Input {
+            buf,
+            start: 0,
+            skipping: false,
+        }
+    }
+
+    pub(super) fn pending(&self) -> &[u8] {
         &self.buf[self.start..]
     }
 
-    fn next_line(&mut self) -> Option<Line> {
+    pub(super) fn next_line(&mut self) -> Option<Line> {
         let rest = &self.buf[self.start..];
         match memchr::memchr(b'\n', rest) {
             Some(pos) => {
@@ -112,13 +136,9 @@ pub async fn serve<S>(
     shared: &Shared,
     cancel: &CancellationToken,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: Transport,
 {
-    let mut input = Input {
-        buf: Vec::with_capacity(IDLE_BUFFER),
-        start: 0,
-        skipping: false,
-    };
+    let mut input = Input::new(Vec::with_capacity(IDLE_BUFFER));
     let mut out = Vec::new();
     session.greeting().write_to(&mut out);
     let _ = run(stream, &mut session, shared, cancel, &mut input, &mut out).await;
@@ -134,7 +154,7 @@ async fn run<S>(
     out: &mut Vec<u8>,
 ) -> Result<(), Closed>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: Transport,
 {
     loop {
         while let Some(line) = input.next_line() {
@@ -155,6 +175,18 @@ where
                 Action::Reply(r) | Action::ReadData(r) => r.write_to(out),
                 Action::Close(r) => {
                     return say_and_close(stream, out, r, shared.idle_timeout).await;
+                }
+                Action::StartTls(r) => {
+                    r.write_to(out);
+                    send(stream, out, shared.idle_timeout).await?;
+                    // Whatever the client pipelined in the clear after STARTTLS must not be
+                    // taken as if it had come over TLS (the CVE-2011-0411 injection).
+                    input.buf.clear();
+                    input.start = 0;
+                    match timeout(shared.idle_timeout, stream.start_tls()).await {
+                        Ok(Ok(())) => session.tls_started(),
+                        _ => return Err(Closed),
+                    }
                 }
             }
         }

@@ -15,9 +15,13 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use tokio_rustls::TlsAcceptor;
+
 use super::connection::{self, Shared};
 use super::reply::{self, Reply};
 use super::session::Session;
+use super::tls::ClientStream;
+use crate::config::ListenerKind;
 
 /// Connections per client address, bounded by `listen.max_connections_per_client`.
 pub struct PerClient {
@@ -67,16 +71,32 @@ impl Drop for ClientSlot {
     }
 }
 
-/// Accepts on `listener` until `cancel` fires. Each admitted client runs in its own task on
+/// One listening socket and how it speaks.
+pub struct Endpoint {
+    /// The socket.
+    pub listener: TcpListener,
+    /// Plain (with or without STARTTLS) or implicit TLS.
+    pub kind: ListenerKind,
+    /// The certificate, when the listener uses TLS.
+    pub tls: Option<TlsAcceptor>,
+}
+
+/// Accepts on `endpoint` until `cancel` fires. Each admitted client runs in its own task on
 /// `tracker`, holding one permit of `limit` for its lifetime.
 pub async fn accept_loop(
-    listener: TcpListener,
+    endpoint: Endpoint,
     shared: Arc<Shared>,
     limit: Arc<Semaphore>,
     per_client: Arc<PerClient>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let Endpoint {
+        listener,
+        kind,
+        tls,
+    } = endpoint;
+    let implicit = kind == ListenerKind::ImplicitTls;
     let local = listener.local_addr().ok();
     loop {
         let accepted = tokio::select! {
@@ -93,14 +113,17 @@ pub async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        // On an implicit-TLS port a plain-text refusal would be garbage to the client, so it
+        // is simply disconnected.
+        let refusal = |reply: Reply| (!implicit).then_some(reply);
         if let Err(rejection) = shared.settings.policy.client(peer.ip()) {
             tracing::warn!(client = %peer, "client rejected: not in listen.allowed_networks");
-            tracker.spawn(refuse(stream, rejection.into()));
+            tracker.spawn(refuse(stream, refusal(rejection.into())));
             continue;
         }
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             tracing::warn!(client = %peer, "connection refused: listen.max_connections reached");
-            tracker.spawn(refuse(stream, reply::too_many_connections()));
+            tracker.spawn(refuse(stream, refusal(reply::too_many_connections())));
             continue;
         };
         let Some(slot) = per_client.try_acquire(peer.ip().to_canonical()) else {
@@ -108,34 +131,55 @@ pub async fn accept_loop(
                 client = %peer,
                 "connection refused: listen.max_connections_per_client reached"
             );
-            tracker.spawn(refuse(stream, reply::too_many_connections()));
+            tracker.spawn(refuse(stream, refusal(reply::too_many_connections())));
             continue;
         };
         let shared = shared.clone();
         let cancel = cancel.clone();
+        let tls = tls.clone();
         tracker.spawn(async move {
             let _permits = (permit, slot);
-            session(stream, peer, &shared, &cancel).await;
+            session(stream, peer, kind, tls, &shared, &cancel).await;
         });
     }
 }
 
 async fn session(
-    mut stream: TcpStream,
+    tcp: TcpStream,
     peer: SocketAddr,
+    kind: ListenerKind,
+    tls: Option<TlsAcceptor>,
     shared: &Shared,
     cancel: &CancellationToken,
 ) {
     tracing::debug!(client = %peer, "connect");
-    let session = Session::new(shared.settings.clone(), peer.ip());
+    let (mut stream, encrypted, can_starttls) = match (kind, tls) {
+        (ListenerKind::ImplicitTls, Some(acceptor)) => {
+            match tokio::time::timeout(shared.idle_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => (ClientStream::tls(tls), true, false),
+                Ok(Err(e)) => {
+                    tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+        (ListenerKind::Plain { starttls: true }, Some(acceptor)) => {
+            (ClientStream::plain(tcp, Some(acceptor)), false, true)
+        }
+        _ => (ClientStream::plain(tcp, None), false, false),
+    };
+    let session = Session::new(shared.settings.clone(), peer.ip(), encrypted, can_starttls);
     connection::serve(&mut stream, session, shared, cancel).await;
     tracing::debug!(client = %peer, "disconnect");
 }
 
-/// Sends one reply and closes, without reading anything from the client.
-async fn refuse(mut stream: TcpStream, reply: Reply) {
+/// Sends one reply (if any) and closes, without reading anything from the client.
+async fn refuse(mut stream: TcpStream, reply: Option<Reply>) {
     let mut out = Vec::new();
-    reply.write_to(&mut out);
+    if let Some(reply) = reply {
+        reply.write_to(&mut out);
+    }
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         stream.write_all(&out).await?;
         stream.shutdown().await

@@ -9,6 +9,7 @@
 //! - `data`: the DATA reader (dot-unstuffing, bare LF, end only at CRLF.CRLF, size limit).
 //! - `message`: the `Received:` header the relay adds.
 //! - `reply`: every reply the intake sends.
+//! - `tls`: the listener certificate and STARTTLS / implicit-TLS client streams.
 //!
 //! Contract: the reply to the end of DATA is `250 2.0.0 OK queued as <id>` only after the
 //! spool's commit has returned (message and directory entry fsynced). A client that disconnects
@@ -18,31 +19,39 @@
 mod command;
 mod connection;
 mod data;
+#[doc(hidden)]
+pub mod fuzz;
 mod listener;
 mod message;
 mod reply;
 mod session;
+mod tls;
 
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+
+pub use tls::ListenTlsError;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::ListenConfig;
+use crate::config::{ListenConfig, ListenerKind};
 use crate::policy::Policy;
 use crate::spool::Spool;
 
-/// Starts an accept loop for each listener on `tracker`; they stop when `cancel` fires, and
-/// open sessions then finish their current command or message and say `421`.
+/// Starts an accept loop for each listener (with its kind, as bound by the daemon from
+/// [`ListenConfig::listeners`]) on `tracker`; they stop when `cancel` fires, and open sessions
+/// then finish their current command or message and say `421`. Fails before starting anything
+/// if the listener certificate cannot be loaded.
 pub fn start(
-    listeners: Vec<TcpListener>,
+    listeners: Vec<(TcpListener, ListenerKind)>,
     cfg: &ListenConfig,
     spool: Spool,
     cancel: &CancellationToken,
     tracker: &TaskTracker,
-) {
+) -> Result<(), ListenTlsError> {
+    let acceptor = tls_acceptor(cfg)?;
     let shared = Arc::new(connection::Shared {
         settings: Arc::new(session::Settings {
             hostname: cfg.hostname.clone(),
@@ -54,14 +63,30 @@ pub fn start(
     });
     let limit = Arc::new(Semaphore::new(cfg.max_connections));
     let per_client = listener::PerClient::new(cfg.max_connections_per_client);
-    for listener in listeners {
+    for (socket, kind) in listeners {
+        let endpoint = listener::Endpoint {
+            listener: socket,
+            kind,
+            tls: acceptor.clone(),
+        };
         tracker.spawn(listener::accept_loop(
-            listener,
+            endpoint,
             shared.clone(),
             limit.clone(),
             per_client.clone(),
             cancel.clone(),
             tracker.clone(),
         ));
+    }
+    Ok(())
+}
+
+/// Loads `listen.tls_cert` and `listen.tls_key`, if configured (also used by `check`).
+pub fn tls_acceptor(
+    cfg: &ListenConfig,
+) -> Result<Option<tokio_rustls::TlsAcceptor>, ListenTlsError> {
+    match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(cert), Some(key)) => tls::acceptor(cert, key).map(Some),
+        _ => Ok(None),
     }
 }

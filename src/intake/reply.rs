@@ -155,6 +155,12 @@ pub fn needs_smtputf8() -> Reply {
         "Non-ASCII address needs the SMTPUTF8 parameter on MAIL FROM",
     )
 }
+pub fn ready_for_tls() -> Reply {
+    Reply::new(220, "2.0.0", "Ready to start TLS")
+}
+pub fn already_tls() -> Reply {
+    Reply::new(503, "5.5.1", "TLS already active")
+}
 pub fn line_too_long() -> Reply {
     Reply::new(500, "5.5.6", "Line too long")
 }

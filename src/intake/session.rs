@@ -25,6 +25,9 @@ pub enum Action {
     Reply(Reply),
     /// Send the reply (354), then read the message data.
     ReadData(Reply),
+    /// Send the reply (220), discard any input already received, do the TLS handshake, then
+    /// call [`Session::tls_started`].
+    StartTls(Reply),
     /// Send the reply and close the connection.
     Close(Reply),
 }
@@ -60,11 +63,16 @@ pub struct Session {
     esmtp: bool,
     tx: Option<Transaction>,
     errors: u32,
+    /// The connection is encrypted.
+    tls: bool,
+    /// STARTTLS may be offered (plain connection on a listener with a certificate).
+    can_starttls: bool,
 }
 
 impl Session {
-    /// A new session for a client the policy has already admitted.
-    pub fn new(settings: Arc<Settings>, client: IpAddr) -> Self {
+    /// A new session for a client the policy has already admitted, on a connection that is
+    /// already encrypted (`tls`) or may offer STARTTLS (`can_starttls`).
+    pub fn new(settings: Arc<Settings>, client: IpAddr, tls: bool, can_starttls: bool) -> Self {
         Session {
             settings,
             client,
@@ -72,7 +80,19 @@ impl Session {
             esmtp: false,
             tx: None,
             errors: 0,
+            tls,
+            can_starttls: can_starttls && !tls,
         }
+    }
+
+    /// The TLS handshake after STARTTLS succeeded: everything learnt before is forgotten
+    /// (RFC 3207 §4.2); the client starts again with EHLO.
+    pub fn tls_started(&mut self) {
+        self.tls = true;
+        self.can_starttls = false;
+        self.helo = None;
+        self.esmtp = false;
+        self.tx = None;
     }
 
     /// The 220 greeting.
@@ -93,12 +113,14 @@ impl Session {
         self.helo.as_deref().unwrap_or("unknown")
     }
 
-    /// The `with` protocol for the `Received:` header.
+    /// The `with` protocol for the `Received:` header (RFC 3848, 6531).
     pub fn protocol(&self, tx: &Transaction) -> &'static str {
-        match (self.esmtp, tx.smtputf8) {
-            (true, true) => "UTF8SMTP",
-            (true, false) => "ESMTP",
-            (false, _) => "SMTP",
+        match (self.esmtp, tx.smtputf8, self.tls) {
+            (true, true, true) => "UTF8SMTPS",
+            (true, true, false) => "UTF8SMTP",
+            (true, false, true) => "ESMTPS",
+            (true, false, false) => "ESMTP",
+            (false, _, _) => "SMTP",
         }
     }
 
@@ -130,17 +152,18 @@ impl Session {
             Command::Ehlo(name) => {
                 self.greet(name, true);
                 let max = self.settings.policy.max_message_size();
-                Reply::bare(
-                    250,
-                    vec![
-                        format!("{} greets [{}]", self.settings.hostname, self.client).into(),
-                        "PIPELINING".into(),
-                        format!("SIZE {max}").into(),
-                        "8BITMIME".into(),
-                        "SMTPUTF8".into(),
-                        "ENHANCEDSTATUSCODES".into(),
-                    ],
-                )
+                let mut lines: Vec<std::borrow::Cow<'static, str>> = vec![
+                    format!("{} greets [{}]", self.settings.hostname, self.client).into(),
+                    "PIPELINING".into(),
+                    format!("SIZE {max}").into(),
+                    "8BITMIME".into(),
+                    "SMTPUTF8".into(),
+                    "ENHANCEDSTATUSCODES".into(),
+                ];
+                if self.can_starttls {
+                    lines.push("STARTTLS".into());
+                }
+                Reply::bare(250, lines)
             }
             Command::Helo(name) => {
                 self.greet(name, false);
@@ -200,6 +223,15 @@ impl Session {
             Command::Quit => return Ok(Action::Close(reply::bye())),
             Command::Vrfy => reply::cannot_vrfy(),
             Command::Help => reply::help(),
+            Command::StartTls => {
+                if self.tls {
+                    return Err(reply::already_tls());
+                }
+                if !self.can_starttls {
+                    return Err(reply::not_implemented("STARTTLS"));
+                }
+                return Ok(Action::StartTls(reply::ready_for_tls()));
+            }
             Command::NotImplemented(name) => return Err(reply::not_implemented(name)),
         };
         Ok(Action::Reply(reply))
@@ -245,7 +277,7 @@ mod tests {
             hostname: cfg.hostname.clone(),
             policy: Policy::new(&cfg),
         });
-        Session::new(settings, "127.0.0.1".parse().unwrap())
+        Session::new(settings, "127.0.0.1".parse().unwrap(), false, false)
     }
 
     /// Runs a dialog: each line is sent, and the reply's first line must start with the
@@ -254,7 +286,9 @@ mod tests {
         for (line, want) in steps {
             let action = s.command(format!("{line}\r\n").as_bytes());
             let got = match &action {
-                Action::Reply(r) | Action::ReadData(r) | Action::Close(r) => r.first_line(),
+                Action::Reply(r) | Action::ReadData(r) | Action::Close(r) | Action::StartTls(r) => {
+                    r.first_line()
+                }
             };
             assert!(
                 got.starts_with(want),
@@ -357,6 +391,34 @@ mod tests {
                 ("RCPT TO:<δ@例え.jp>", "250"),
             ],
         );
+    }
+
+    #[test]
+    fn starttls_is_offered_only_when_possible_and_resets_the_session() {
+        let mut s = session();
+        s.can_starttls = true;
+        let Action::Reply(r) = s.command(b"EHLO c\r\n") else {
+            panic!()
+        };
+        assert!(r.lines.iter().any(|l| l == "STARTTLS"));
+        dialog(
+            &mut s,
+            &[("MAIL FROM:<a@b.c>", "250"), ("STARTTLS", "220 2.0.0")],
+        );
+        s.tls_started();
+        dialog(
+            &mut s,
+            &[("RCPT TO:<a@b.c>", "503 5.5.1"), ("STARTTLS", "503 5.5.1")],
+        );
+        let Action::Reply(r) = s.command(b"EHLO c\r\n") else {
+            panic!()
+        };
+        assert!(
+            !r.lines.iter().any(|l| l == "STARTTLS"),
+            "not offered twice"
+        );
+        let mut plain = session();
+        dialog(&mut plain, &[("EHLO c", "250"), ("STARTTLS", "502 5.5.1")]);
     }
 
     #[test]

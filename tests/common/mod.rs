@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod dialog;
 pub mod upstream;
 
@@ -111,7 +112,12 @@ impl TestRelay {
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.daemon.as_ref().unwrap().local_addrs()[0]
+        self.addrs()[0]
+    }
+
+    /// Every bound listener: `addrs`, then `no_starttls_addrs`, then `implicit_tls_addrs`.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.daemon.as_ref().unwrap().local_addrs().to_vec()
     }
 
     pub fn spool(&self) -> PathBuf {
@@ -213,6 +219,25 @@ impl Client {
                 let bytes: Vec<u8> = self.buf.drain(..end).collect();
                 let text = String::from_utf8_lossy(&bytes).to_string();
                 return text.trim_end().rsplit("\r\n").next().unwrap().to_string();
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(WAIT, self.stream.read(&mut chunk))
+                .await
+                .expect("reply timed out")
+                .unwrap();
+            if n == 0 {
+                return String::new();
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Reads one line of a reply (without CRLF).
+    pub async fn reply_line(&mut self) -> String {
+        loop {
+            if let Some(pos) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line: Vec<u8> = self.buf.drain(..pos + 2).collect();
+                return String::from_utf8_lossy(&line[..pos]).to_string();
             }
             let mut chunk = [0u8; 4096];
             let n = tokio::time::timeout(WAIT, self.stream.read(&mut chunk))

@@ -42,7 +42,12 @@ fn connect(f: &Fixture) -> (Client, tokio::task::JoinHandle<()>) {
     let (io, mut server) = tokio::io::duplex(1 << 16);
     let shared = f.shared.clone();
     let task = tokio::spawn(async move {
-        let session = Session::new(shared.settings.clone(), "127.0.0.1".parse().unwrap());
+        let session = Session::new(
+            shared.settings.clone(),
+            "127.0.0.1".parse().unwrap(),
+            false,
+            false,
+        );
         serve(&mut server, session, &shared, &CancellationToken::new()).await;
     });
     (
@@ -218,7 +223,12 @@ async fn shutdown_tells_an_idle_client_421() {
     let shared = f.shared.clone();
     let token = cancel.clone();
     let task = tokio::spawn(async move {
-        let session = Session::new(shared.settings.clone(), "127.0.0.1".parse().unwrap());
+        let session = Session::new(
+            shared.settings.clone(),
+            "127.0.0.1".parse().unwrap(),
+            false,
+            false,
+        );
         serve(&mut server, session, &shared, &token).await;
     });
     c.replies(1).await;
