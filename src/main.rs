@@ -35,6 +35,8 @@ enum Command {
         #[arg(long, short = 'c', value_name = "FILE")]
         config: PathBuf,
     },
+    /// Read a password on standard input and print its argon2id hash, for `listen.users`.
+    HashPassword,
 }
 
 const EXIT_CONFIG: u8 = 2;
@@ -44,7 +46,25 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Serve { config } => serve(&config),
+        Command::HashPassword => hash_password(),
     }
+}
+
+fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    if std::io::stdin().read_line(&mut line).is_err()
+        || line.trim_end_matches(['\r', '\n']).is_empty()
+    {
+        eprintln!(
+            "gmail-relay: give the password on standard input, e.g. `gmail-relay hash-password <<< 'the password'`"
+        );
+        return ExitCode::FAILURE;
+    }
+    println!(
+        "{}",
+        gmail_relay::auth::hash_password(line.trim_end_matches(['\r', '\n']).as_bytes())
+    );
+    ExitCode::SUCCESS
 }
 
 /// Loads and validates the config, printing the error and returning the exit code on failure.

@@ -123,3 +123,46 @@ fn a_missing_config_file_is_named() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/relay.toml"));
 }
+
+#[test]
+fn hash_password_prints_a_hash_that_verifies() {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gmail-relay"))
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"printer-secret\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    let entry = format!("printer:{hash}");
+    let users = gmail_relay::auth::Users::parse([entry.as_str()]).unwrap();
+    assert!(users.verify("printer", b"printer-secret"));
+}
+
+#[test]
+fn a_bad_users_file_line_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("users"),
+        "# users\nok:$2b$04$abcdefghijklmnopqrstuuO2Fj7bWQ0F7d8uy8bQ3Vm1e4yTn4W.S\nbroken-line\n",
+    )
+    .unwrap();
+    let (code, stderr) = check(&format!(
+        "{VALID}\n[listen]\nusers_file = \"{}\"\n",
+        dir.path().join("users").display()
+    ));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("listen.users_file") && stderr.contains("line 3"),
+        "{stderr}"
+    );
+}

@@ -1,4 +1,5 @@
-//! Upstream credentials: who the relay logs in to Gmail as, and with what.
+//! Credentials: who the relay logs in to Gmail as, and with what; and who may log in to the
+//! relay's own listener (`users`).
 //!
 //! Owns the secret types ([`Secret`]) and turns the configured credentials into what one
 //! login needs ([`Login`]). The delivery side asks for a `Login` each time it opens an upstream
@@ -9,8 +10,10 @@
 //! [`Secret`] and [`Login`] redact themselves in `Debug` and `Display`.
 
 mod secret;
+mod users;
 
 pub use secret::{Secret, SecretFileError};
+pub use users::{Users, hash_password};
 
 /// The account and secret the relay authenticates to the upstream with.
 #[derive(Debug, Clone)]

@@ -91,6 +91,10 @@ pub struct ListenConfig {
     /// The operator accepts `allowed_networks` covering every address on a non-loopback
     /// listener (e.g. a firewall restricts access instead).
     pub danger_allow_any_network: bool,
+    /// Users who may AUTH to the listener (from `listen.users` and `listen.users_file`).
+    pub users: crate::auth::Users,
+    /// Offer AUTH to non-loopback clients on unencrypted connections.
+    pub danger_allow_plaintext_auth: bool,
     /// The relay's own name: SMTP banner, `Received:` header.
     pub hostname: String,
     /// How long a client may stay silent between commands.
@@ -137,6 +141,8 @@ impl ListenConfig {
             allowed_senders: vec![],
             allowed_recipients: vec![],
             danger_allow_any_network: false,
+            users: crate::auth::Users::default(),
+            danger_allow_plaintext_auth: false,
             hostname: "relay.test".into(),
             idle_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(600),

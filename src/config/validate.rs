@@ -12,7 +12,7 @@ use super::{
     Config, DeliveryConfig, ListenConfig, LogConfig, LogFormat, QueueConfig, TlsMode,
     UpstreamConfig, system_hostname,
 };
-use crate::auth::{Credentials, Secret};
+use crate::auth::{Credentials, Secret, Users};
 
 /// `(key, message)`: what [`super::ConfigError::Invalid`] is built from.
 pub(super) type Invalid = (String, String);
@@ -109,6 +109,7 @@ fn listen(raw: RawListen, base: &Path) -> Result<ListenConfig> {
     let allowed_senders = address_list("listen.allowed_senders", raw.allowed_senders, true)?;
     let allowed_recipients =
         address_list("listen.allowed_recipients", raw.allowed_recipients, false)?;
+    let users = users(raw.users, raw.users_file, base)?;
     let max_message_size = positive(
         "listen.max_message_size",
         raw.max_message_size.unwrap_or(DEFAULT_MAX_MESSAGE_SIZE),
@@ -137,6 +138,8 @@ fn listen(raw: RawListen, base: &Path) -> Result<ListenConfig> {
         allowed_senders,
         allowed_recipients,
         danger_allow_any_network,
+        users,
+        danger_allow_plaintext_auth: raw.danger_allow_plaintext_auth.unwrap_or(false),
         hostname,
         idle_timeout: duration("listen.idle_timeout", raw.idle_timeout, "5m")?,
         data_timeout: duration("listen.data_timeout", raw.data_timeout, "10m")?,
@@ -246,6 +249,35 @@ fn address_list(key: &str, raw: Option<List>, null_ok: bool) -> Result<Vec<Strin
             })
         })
         .collect()
+}
+
+/// `listen.users` (a list of `name:hash`) and `listen.users_file` (one `name:hash` per line,
+/// `#` comments), together.
+fn users(list: Option<Vec<String>>, file: Option<String>, base: &Path) -> Result<Users> {
+    let list = list.unwrap_or_default();
+    let mut entries: Vec<(String, String)> = list
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (format!("listen.users[{i}]"), e.clone()))
+        .collect();
+    if let Some(file) = file {
+        let path = resolve(base, &file);
+        let text = std::fs::read_to_string(&path).or_else(|e| {
+            invalid(
+                "listen.users_file",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if !line.is_empty() && !line.starts_with('#') {
+                let at = format!("listen.users_file ({} line {})", path.display(), n + 1);
+                entries.push((at, line.to_owned()));
+            }
+        }
+    }
+    Users::parse(entries.iter().map(|(_, e)| e.as_str()))
+        .or_else(|(i, why)| invalid(&entries[i].0, why))
 }
 
 fn queue(raw: RawQueue, base: &Path) -> Result<QueueConfig> {

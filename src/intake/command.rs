@@ -8,7 +8,9 @@
 
 use std::borrow::Cow;
 
-use smtp_proto::{MAIL_BODY_8BITMIME, MAIL_SMTPUTF8, Request};
+use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, MAIL_BODY_8BITMIME, MAIL_SMTPUTF8, Request};
+
+use super::sasl::Mechanism;
 
 /// A parsed command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +46,14 @@ pub enum Command {
     Help,
     /// `STARTTLS`.
     StartTls,
-    /// A known command this relay does not offer (AUTH, BDAT, EXPN, ...).
+    /// `AUTH mechanism [initial-response]`; `None` for a mechanism the relay does not offer.
+    Auth {
+        /// PLAIN or LOGIN.
+        mechanism: Option<Mechanism>,
+        /// The initial response ("" if none).
+        initial: String,
+    },
+    /// A known command this relay does not offer (BDAT, EXPN, ...).
     NotImplemented(&'static str),
 }
 
@@ -109,6 +118,17 @@ fn convert(req: Request<Cow<'_, str>>, line: &[u8]) -> Command {
         Request::Vrfy { .. } => Command::Vrfy,
         Request::Help { .. } => Command::Help,
         Request::StartTls => Command::StartTls,
+        Request::Auth {
+            mechanism,
+            initial_response,
+        } => Command::Auth {
+            mechanism: match mechanism {
+                AUTH_PLAIN => Some(Mechanism::Plain),
+                AUTH_LOGIN => Some(Mechanism::Login),
+                _ => None,
+            },
+            initial: initial_response.into_owned(),
+        },
         other => Command::NotImplemented(other.name()),
     }
 }
@@ -235,7 +255,24 @@ mod tests {
             ("STARTTLS\r\n", Ok(Command::StartTls)),
             (
                 "AUTH PLAIN AGJvYgBwdw==\r\n",
-                Ok(Command::NotImplemented("AUTH")),
+                Ok(Command::Auth {
+                    mechanism: Some(Mechanism::Plain),
+                    initial: "AGJvYgBwdw==".into(),
+                }),
+            ),
+            (
+                "auth login\r\n",
+                Ok(Command::Auth {
+                    mechanism: Some(Mechanism::Login),
+                    initial: String::new(),
+                }),
+            ),
+            (
+                "AUTH CRAM-MD5\r\n",
+                Ok(Command::Auth {
+                    mechanism: None,
+                    initial: String::new(),
+                }),
             ),
             ("BDAT 10 LAST\r\n", Ok(Command::NotImplemented("BDAT"))),
             ("FOO\r\n", Err(CommandError::Unknown)),

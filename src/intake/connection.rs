@@ -169,10 +169,21 @@ where
                     let reply = read_message(stream, session, shared, input, out).await?;
                     session.message_done(reply)
                 }
+                Action::Verify { user, password } => {
+                    let settings = shared.settings.clone();
+                    let name = user.clone();
+                    let ok = tokio::task::spawn_blocking(move || {
+                        settings.users.verify(&name, password.expose().as_bytes())
+                    })
+                    .await
+                    .unwrap_or(false);
+                    session.auth_checked(user, ok)
+                }
                 other => other,
             };
             match action {
                 Action::Reply(r) | Action::ReadData(r) => r.write_to(out),
+                Action::Verify { .. } => unreachable!("credentials are checked above"),
                 Action::Close(r) => {
                     return say_and_close(stream, out, r, shared.idle_timeout).await;
                 }

@@ -13,7 +13,8 @@ use super::connection::{Input, Line};
 use super::data::{DataReader, Progress};
 use super::message::{self, Trace};
 use super::reply;
-use super::session::{Action, Session, Settings};
+use super::session::{Action, Peer, Session, Settings};
+use crate::auth::Users;
 use crate::config::ListenConfig;
 use crate::policy::Policy;
 
@@ -27,8 +28,16 @@ pub fn session(input: &[u8]) {
     let settings = Arc::new(Settings {
         hostname: cfg.hostname.clone(),
         policy: Policy::new(&cfg),
+        users: fuzz_users(),
+        plaintext_auth: false,
     });
-    let mut session = Session::new(settings, "127.0.0.1".parse().expect("literal"), false, true);
+    let peer = Peer {
+        ip: "127.0.0.1".parse().expect("literal"),
+        tls: false,
+        can_starttls: true,
+        needs_auth: input.first().is_some_and(|b| b & 1 == 1),
+    };
+    let mut session = Session::new(settings, peer);
     let mut input = Input::new(input.to_vec());
     let mut out = Vec::new();
     session.greeting().write_to(&mut out);
@@ -78,6 +87,14 @@ pub fn session(input: &[u8]) {
         };
         match action {
             Action::Reply(r) | Action::ReadData(r) => r.write_to(&mut out),
+            // Checking a real hash is slow; the outcome is taken from the password instead.
+            Action::Verify { user, password } => {
+                let ok = password.expose() == "ok";
+                match session.auth_checked(user, ok) {
+                    Action::Reply(r) => r.write_to(&mut out),
+                    _ => return,
+                }
+            }
             // Take the rest of the input as what came over TLS, to reach the states after it.
             Action::StartTls(r) => {
                 r.write_to(&mut out);
@@ -89,6 +106,12 @@ pub fn session(input: &[u8]) {
             }
         }
     }
+}
+
+/// One user, so AUTH is offered; its hash is never checked (see `Action::Verify` above).
+fn fuzz_users() -> Users {
+    Users::parse(["u:$2b$04$abcdefghijklmnopqrstuuO2Fj7bWQ0F7d8uy8bQ3Vm1e4yTn4W.S"])
+        .expect("a valid bcrypt-shaped entry")
 }
 
 #[cfg(test)]

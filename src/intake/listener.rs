@@ -19,7 +19,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::connection::{self, Shared};
 use super::reply::{self, Reply};
-use super::session::Session;
+use super::session::{Peer, Session};
 use super::tls::ClientStream;
 use crate::config::ListenerKind;
 
@@ -116,11 +116,20 @@ pub async fn accept_loop(
         // On an implicit-TLS port a plain-text refusal would be garbage to the client, so it
         // is simply disconnected.
         let refusal = |reply: Reply| (!implicit).then_some(reply);
-        if let Err(rejection) = shared.settings.policy.client(peer.ip()) {
-            tracing::warn!(client = %peer, "client rejected: not in listen.allowed_networks");
-            tracker.spawn(refuse(stream, refusal(rejection.into())));
-            continue;
-        }
+        // Outside allowed_networks, a client may still come in to authenticate, if it can do
+        // so without sending a password in clear.
+        let settings = &shared.settings;
+        let can_authenticate = !settings.users.is_empty()
+            && auth_possible(kind, tls.is_some(), settings.plaintext_auth, peer.ip());
+        let needs_auth = match shared.settings.policy.client(peer.ip()) {
+            Ok(()) => false,
+            Err(_) if can_authenticate => true,
+            Err(rejection) => {
+                tracing::warn!(client = %peer, "client rejected: not in listen.allowed_networks");
+                tracker.spawn(refuse(stream, refusal(rejection.into())));
+                continue;
+            }
+        };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             tracing::warn!(client = %peer, "connection refused: listen.max_connections reached");
             tracker.spawn(refuse(stream, refusal(reply::too_many_connections())));
@@ -139,7 +148,7 @@ pub async fn accept_loop(
         let tls = tls.clone();
         tracker.spawn(async move {
             let _permits = (permit, slot);
-            session(stream, peer, kind, tls, &shared, &cancel).await;
+            session(stream, peer, kind, tls, needs_auth, &shared, &cancel).await;
         });
     }
 }
@@ -149,10 +158,11 @@ async fn session(
     peer: SocketAddr,
     kind: ListenerKind,
     tls: Option<TlsAcceptor>,
+    needs_auth: bool,
     shared: &Shared,
     cancel: &CancellationToken,
 ) {
-    tracing::debug!(client = %peer, "connect");
+    tracing::debug!(client = %peer, needs_auth, "connect");
     let (mut stream, encrypted, can_starttls) = match (kind, tls) {
         (ListenerKind::ImplicitTls, Some(acceptor)) => {
             match tokio::time::timeout(shared.idle_timeout, acceptor.accept(tcp)).await {
@@ -169,9 +179,28 @@ async fn session(
         }
         _ => (ClientStream::plain(tcp, None), false, false),
     };
-    let session = Session::new(shared.settings.clone(), peer.ip(), encrypted, can_starttls);
+    let session = Session::new(
+        shared.settings.clone(),
+        Peer {
+            ip: peer.ip(),
+            tls: encrypted,
+            can_starttls,
+            needs_auth,
+        },
+    );
     connection::serve(&mut stream, session, shared, cancel).await;
     tracing::debug!(client = %peer, "disconnect");
+}
+
+/// Can a client on this listener authenticate without sending its password in clear over a
+/// network? Yes over TLS (implicit, or STARTTLS when offered), from loopback, or when the
+/// operator allows plaintext AUTH.
+fn auth_possible(kind: ListenerKind, has_cert: bool, plaintext_ok: bool, ip: IpAddr) -> bool {
+    let tls = match kind {
+        ListenerKind::ImplicitTls => true,
+        ListenerKind::Plain { starttls } => starttls && has_cert,
+    };
+    tls || plaintext_ok || ip.to_canonical().is_loopback()
 }
 
 /// Sends one reply (if any) and closes, without reading anything from the client.
@@ -190,6 +219,29 @@ async fn refuse(mut stream: TcpStream, reply: Option<Reply>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn authentication_is_possible_only_without_a_password_in_clear() {
+        let lan: IpAddr = "192.168.1.7".parse().unwrap();
+        let lo: IpAddr = "::1".parse().unwrap();
+        let plain = ListenerKind::Plain { starttls: false };
+        let starttls = ListenerKind::Plain { starttls: true };
+        let table = [
+            (plain, true, false, lan, false),
+            (plain, true, true, lan, true),
+            (plain, false, false, lo, true),
+            (starttls, true, false, lan, true),
+            (starttls, false, false, lan, false),
+            (ListenerKind::ImplicitTls, true, false, lan, true),
+        ];
+        for (kind, cert, plaintext_ok, ip, want) in table {
+            assert_eq!(
+                auth_possible(kind, cert, plaintext_ok, ip),
+                want,
+                "{kind:?} {cert} {plaintext_ok} {ip}"
+            );
+        }
+    }
 
     #[test]
     fn per_client_slots_are_counted_and_given_back() {

@@ -10,6 +10,11 @@
 //! - `message`: the `Received:` header the relay adds.
 //! - `reply`: every reply the intake sends.
 //! - `tls`: the listener certificate and STARTTLS / implicit-TLS client streams.
+//! - `sasl`: the AUTH PLAIN / LOGIN exchange for clients that authenticate.
+//!
+//! Who may send: clients in `listen.allowed_networks` without more ado. When `listen.users` is
+//! set, clients outside those networks are admitted too, but must AUTH (over TLS, or from
+//! loopback) before MAIL; without users they are refused at connect.
 //!
 //! Contract: the reply to the end of DATA is `250 2.0.0 OK queued as <id>` only after the
 //! spool's commit has returned (message and directory entry fsynced). A client that disconnects
@@ -24,6 +29,7 @@ pub mod fuzz;
 mod listener;
 mod message;
 mod reply;
+mod sasl;
 mod session;
 mod tls;
 
@@ -56,6 +62,8 @@ pub fn start(
         settings: Arc::new(session::Settings {
             hostname: cfg.hostname.clone(),
             policy: Policy::new(cfg),
+            users: cfg.users.clone(),
+            plaintext_auth: cfg.danger_allow_plaintext_auth,
         }),
         spool,
         idle_timeout: cfg.idle_timeout,

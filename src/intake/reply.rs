@@ -161,6 +161,34 @@ pub fn ready_for_tls() -> Reply {
 pub fn already_tls() -> Reply {
     Reply::new(503, "5.5.1", "TLS already active")
 }
+pub fn auth_ok() -> Reply {
+    Reply::new(235, "2.7.0", "Authentication successful")
+}
+pub fn auth_failed() -> Reply {
+    Reply::new(535, "5.7.8", "Authentication credentials invalid")
+}
+pub fn auth_cancelled() -> Reply {
+    Reply::new(501, "5.7.0", "Authentication cancelled")
+}
+pub fn auth_undecodable() -> Reply {
+    Reply::new(501, "5.5.2", "Cannot decode the authentication response")
+}
+pub fn auth_unknown_mechanism() -> Reply {
+    Reply::new(
+        504,
+        "5.5.4",
+        "Unrecognized authentication type; use PLAIN or LOGIN",
+    )
+}
+pub fn auth_needs_tls() -> Reply {
+    Reply::new(538, "5.7.11", "Encryption required: send STARTTLS first")
+}
+pub fn auth_required() -> Reply {
+    Reply::new(530, "5.7.0", "Authentication required")
+}
+pub fn already_authenticated() -> Reply {
+    Reply::new(503, "5.5.1", "Already authenticated")
+}
 pub fn line_too_long() -> Reply {
     Reply::new(500, "5.5.6", "Line too long")
 }

@@ -7,12 +7,16 @@
 //!
 //! States: no greeting yet (`helo == None`) → greeted → in a transaction (`tx`, with a sender and
 //! zero or more recipients). DATA hands the transaction to the I/O loop and returns to greeted.
+//! STARTTLS and a successful AUTH are orthogonal flags; during an AUTH exchange (`sasl`) lines
+//! are SASL responses, not commands.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::command::{self, Command, CommandError};
 use super::reply::{self, Reply};
+use super::sasl::{self, Exchange, Step};
+use crate::auth::{Secret, Users};
 use crate::policy::Policy;
 
 /// Errors allowed before the session is closed (Postfix's `smtpd_hard_error_limit` is 20).
@@ -28,6 +32,14 @@ pub enum Action {
     /// Send the reply (220), discard any input already received, do the TLS handshake, then
     /// call [`Session::tls_started`].
     StartTls(Reply),
+    /// Check these AUTH credentials (slow: off the async threads), then call
+    /// [`Session::auth_checked`].
+    Verify {
+        /// The user name.
+        user: String,
+        /// The password.
+        password: Secret,
+    },
     /// Send the reply and close the connection.
     Close(Reply),
 }
@@ -52,6 +64,23 @@ pub struct Settings {
     pub hostname: String,
     /// Size, recipient and client rules.
     pub policy: Policy,
+    /// Who may AUTH (empty: AUTH is not offered).
+    pub users: Users,
+    /// Offer AUTH to non-loopback clients without TLS (`listen.danger_allow_plaintext_auth`).
+    pub plaintext_auth: bool,
+}
+
+/// What the listener knows about a connection when its session starts.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    /// The client's address.
+    pub ip: IpAddr,
+    /// The connection is already encrypted (implicit-TLS listener).
+    pub tls: bool,
+    /// STARTTLS may be offered.
+    pub can_starttls: bool,
+    /// The client is outside `listen.allowed_networks`: it may only send after AUTH.
+    pub needs_auth: bool,
 }
 
 /// One client's SMTP conversation.
@@ -67,21 +96,49 @@ pub struct Session {
     tls: bool,
     /// STARTTLS may be offered (plain connection on a listener with a certificate).
     can_starttls: bool,
+    /// MAIL is refused until AUTH succeeds.
+    needs_auth: bool,
+    /// The user that authenticated.
+    authenticated: Option<String>,
+    /// An AUTH exchange waiting for the client's next line.
+    sasl: Option<Exchange>,
 }
 
 impl Session {
-    /// A new session for a client the policy has already admitted, on a connection that is
-    /// already encrypted (`tls`) or may offer STARTTLS (`can_starttls`).
-    pub fn new(settings: Arc<Settings>, client: IpAddr, tls: bool, can_starttls: bool) -> Self {
+    /// A new session for a client the listener has admitted.
+    pub fn new(settings: Arc<Settings>, peer: Peer) -> Self {
         Session {
             settings,
-            client,
+            client: peer.ip,
             helo: None,
             esmtp: false,
             tx: None,
             errors: 0,
-            tls,
-            can_starttls: can_starttls && !tls,
+            tls: peer.tls,
+            can_starttls: peer.can_starttls && !peer.tls,
+            needs_auth: peer.needs_auth,
+            authenticated: None,
+            sasl: None,
+        }
+    }
+
+    /// AUTH is offered: there are users, and the password would not cross a network in clear.
+    fn auth_offered(&self) -> bool {
+        !self.settings.users.is_empty()
+            && (self.tls
+                || self.client.to_canonical().is_loopback()
+                || self.settings.plaintext_auth)
+    }
+
+    /// The verdict on credentials from [`Action::Verify`].
+    pub fn auth_checked(&mut self, user: String, ok: bool) -> Action {
+        if ok {
+            tracing::info!(client = %self.client, user, "client authenticated");
+            self.authenticated = Some(user);
+            Action::Reply(reply::auth_ok())
+        } else {
+            tracing::warn!(client = %self.client, user, "client authentication failed");
+            self.error(reply::auth_failed())
         }
     }
 
@@ -93,6 +150,7 @@ impl Session {
         self.helo = None;
         self.esmtp = false;
         self.tx = None;
+        self.authenticated = None;
     }
 
     /// The 220 greeting.
@@ -115,17 +173,25 @@ impl Session {
 
     /// The `with` protocol for the `Received:` header (RFC 3848, 6531).
     pub fn protocol(&self, tx: &Transaction) -> &'static str {
-        match (self.esmtp, tx.smtputf8, self.tls) {
-            (true, true, true) => "UTF8SMTPS",
-            (true, true, false) => "UTF8SMTP",
-            (true, false, true) => "ESMTPS",
-            (true, false, false) => "ESMTP",
-            (false, _, _) => "SMTP",
+        let auth = self.authenticated.is_some();
+        match (self.esmtp, tx.smtputf8, self.tls, auth) {
+            (false, ..) => "SMTP",
+            (true, true, true, true) => "UTF8SMTPSA",
+            (true, true, true, false) => "UTF8SMTPS",
+            (true, true, false, true) => "UTF8SMTPA",
+            (true, true, false, false) => "UTF8SMTP",
+            (true, false, true, true) => "ESMTPSA",
+            (true, false, true, false) => "ESMTPS",
+            (true, false, false, true) => "ESMTPA",
+            (true, false, false, false) => "ESMTP",
         }
     }
 
     /// Handles one command line (with its line ending).
     pub fn command(&mut self, line: &[u8]) -> Action {
+        if let Some(exchange) = self.sasl.take() {
+            return self.sasl_step(exchange.respond(line));
+        }
         let reply = match command::parse(line) {
             Ok(cmd) => match self.apply(cmd) {
                 Ok(action) => return action,
@@ -163,6 +229,9 @@ impl Session {
                 if self.can_starttls {
                     lines.push("STARTTLS".into());
                 }
+                if self.auth_offered() {
+                    lines.push("AUTH PLAIN LOGIN".into());
+                }
                 Reply::bare(250, lines)
             }
             Command::Helo(name) => {
@@ -180,6 +249,9 @@ impl Session {
                 }
                 if self.tx.is_some() {
                     return Err(reply::nested_mail());
+                }
+                if self.needs_auth && self.authenticated.is_none() {
+                    return Err(reply::auth_required());
                 }
                 if let Some(size) = size {
                     self.settings.policy.declared_size(size)?;
@@ -223,6 +295,7 @@ impl Session {
             Command::Quit => return Ok(Action::Close(reply::bye())),
             Command::Vrfy => reply::cannot_vrfy(),
             Command::Help => reply::help(),
+            Command::Auth { mechanism, initial } => return self.auth(mechanism, &initial),
             Command::StartTls => {
                 if self.tls {
                     return Err(reply::already_tls());
@@ -235,6 +308,35 @@ impl Session {
             Command::NotImplemented(name) => return Err(reply::not_implemented(name)),
         };
         Ok(Action::Reply(reply))
+    }
+
+    fn sasl_step(&mut self, (next, step): (Option<Exchange>, Step)) -> Action {
+        self.sasl = next;
+        match step {
+            Step::Challenge(r) => Action::Reply(r),
+            Step::Credentials { user, password } => Action::Verify { user, password },
+            Step::Fail(r) => self.error(r),
+        }
+    }
+
+    fn auth(&mut self, mechanism: Option<sasl::Mechanism>, initial: &str) -> Result<Action, Reply> {
+        if self.settings.users.is_empty() {
+            return Err(reply::not_implemented("AUTH"));
+        }
+        if !self.auth_offered() {
+            return Err(reply::auth_needs_tls());
+        }
+        if self.helo.is_none() {
+            return Err(reply::need_helo());
+        }
+        if self.authenticated.is_some() {
+            return Err(reply::already_authenticated());
+        }
+        if self.tx.is_some() {
+            return Err(reply::nested_mail());
+        }
+        let mechanism = mechanism.ok_or_else(reply::auth_unknown_mechanism)?;
+        Ok(self.sasl_step(sasl::start(mechanism, initial)))
     }
 
     fn greet(&mut self, name: String, esmtp: bool) {
@@ -266,18 +368,32 @@ fn parse_error(e: CommandError) -> Reply {
     }
 }
 
+/// A plain loopback connection, for tests.
+#[cfg(test)]
+pub fn tests_peer() -> Peer {
+    Peer {
+        ip: "127.0.0.1".parse().expect("literal"),
+        tls: false,
+        can_starttls: false,
+        needs_auth: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::ListenConfig;
+    use crate::intake::reply;
 
     fn session() -> Session {
         let cfg = ListenConfig::for_tests();
         let settings = Arc::new(Settings {
             hostname: cfg.hostname.clone(),
             policy: Policy::new(&cfg),
+            users: Users::default(),
+            plaintext_auth: false,
         });
-        Session::new(settings, "127.0.0.1".parse().unwrap(), false, false)
+        Session::new(settings, tests_peer())
     }
 
     /// Runs a dialog: each line is sent, and the reply's first line must start with the
@@ -289,6 +405,7 @@ mod tests {
                 Action::Reply(r) | Action::ReadData(r) | Action::Close(r) | Action::StartTls(r) => {
                     r.first_line()
                 }
+                Action::Verify { user, .. } => format!("VERIFY {user}"),
             };
             assert!(
                 got.starts_with(want),
@@ -419,6 +536,118 @@ mod tests {
         );
         let mut plain = session();
         dialog(&mut plain, &[("EHLO c", "250"), ("STARTTLS", "502 5.5.1")]);
+    }
+
+    fn with_users(peer: Peer) -> Session {
+        let cfg = ListenConfig::for_tests();
+        let users =
+            Users::parse(["printer:$2b$04$abcdefghijklmnopqrstuuO2Fj7bWQ0F7d8uy8bQ3Vm1e4yTn4W.S"])
+                .unwrap();
+        let settings = Arc::new(Settings {
+            hostname: cfg.hostname.clone(),
+            policy: Policy::new(&cfg),
+            users,
+            plaintext_auth: false,
+        });
+        Session::new(settings, peer)
+    }
+
+    fn plain(user: &str, pw: &str) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{pw}"))
+    }
+
+    #[test]
+    fn auth_is_offered_on_loopback_and_verified_by_the_io_loop() {
+        let mut s = with_users(tests_peer());
+        let Action::Reply(r) = s.command(b"EHLO c\r\n") else {
+            panic!()
+        };
+        assert!(r.lines.iter().any(|l| l == "AUTH PLAIN LOGIN"));
+        let action = s.command(format!("AUTH PLAIN {}\r\n", plain("printer", "pw")).as_bytes());
+        let Action::Verify { user, password } = action else {
+            panic!("{action:?}")
+        };
+        assert_eq!((user.as_str(), password.expose()), ("printer", "pw"));
+        assert_eq!(
+            s.auth_checked(user, false),
+            Action::Reply(reply::auth_failed())
+        );
+        assert!(matches!(s.command(b"AUTH LOGIN\r\n"), Action::Reply(r) if r.code == 334));
+        assert!(matches!(s.command(b"cHJpbnRlcg==\r\n"), Action::Reply(r) if r.code == 334));
+        let Action::Verify { user, .. } = s.command(b"cHc=\r\n") else {
+            panic!()
+        };
+        assert_eq!(s.auth_checked(user, true), Action::Reply(reply::auth_ok()));
+        dialog(
+            &mut s,
+            &[("AUTH PLAIN", "503 5.5.1"), ("MAIL FROM:<a@b.c>", "250")],
+        );
+        let tx = Transaction {
+            sender: "a@b.c".into(),
+            recipients: vec![],
+            eight_bit_mime: false,
+            smtputf8: false,
+        };
+        assert_eq!(s.protocol(&tx), "ESMTPA");
+    }
+
+    #[test]
+    fn a_client_outside_the_networks_must_authenticate_over_tls() {
+        let outside = Peer {
+            ip: "192.0.2.7".parse().unwrap(),
+            tls: false,
+            can_starttls: true,
+            needs_auth: true,
+        };
+        let mut s = with_users(outside);
+        let Action::Reply(r) = s.command(b"EHLO c\r\n") else {
+            panic!()
+        };
+        assert!(
+            !r.lines.iter().any(|l| l.starts_with("AUTH")),
+            "no password in clear"
+        );
+        dialog(
+            &mut s,
+            &[
+                ("MAIL FROM:<a@b.c>", "530 5.7.0"),
+                (
+                    &format!("AUTH PLAIN {}", plain("printer", "pw")),
+                    "538 5.7.11",
+                ),
+                ("STARTTLS", "220"),
+            ],
+        );
+        s.tls_started();
+        dialog(
+            &mut s,
+            &[
+                ("EHLO c", "250"),
+                ("MAIL FROM:<a@b.c>", "530 5.7.0"),
+                ("AUTH CRAM-MD5", "504 5.5.4"),
+                ("AUTH LOGIN", "334"),
+                ("*", "501 5.7.0"),
+                (
+                    &format!("AUTH PLAIN {}", plain("printer", "pw")),
+                    "VERIFY printer",
+                ),
+            ],
+        );
+        assert_eq!(
+            s.auth_checked("printer".into(), true),
+            Action::Reply(reply::auth_ok())
+        );
+        dialog(&mut s, &[("MAIL FROM:<a@b.c>", "250 2.1.0")]);
+    }
+
+    #[test]
+    fn without_users_auth_is_not_implemented() {
+        let mut s = session();
+        dialog(
+            &mut s,
+            &[("EHLO c", "250"), ("AUTH PLAIN AGEAYg==", "502 5.5.1")],
+        );
     }
 
     #[test]

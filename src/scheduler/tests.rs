@@ -214,12 +214,14 @@ async fn no_session_pauses_everything_then_one_probe_then_full_speed() {
         5
     );
 
-    tokio::time::sleep(MIN * 5 / 4 + Duration::from_secs(1)).await;
+    // Jitter adds up to a quarter: the first pause ends between 60 s and 75 s, the second (twice
+    // as long) 120 s to 150 s after that, so between 180 s and 225 s.
+    let start = Instant::now();
+    tokio::time::sleep_until(start + Duration::from_secs(76)).await;
     h.settle().await;
     assert_eq!(h.courier.calls(), 2, "one probe after the first pause");
 
-    // The second pause is twice as long; nothing happens in between.
-    tokio::time::sleep(MIN * 2 - Duration::from_secs(5)).await;
+    tokio::time::sleep_until(start + Duration::from_secs(178)).await;
     h.settle().await;
     assert_eq!(
         h.courier.calls(),
@@ -227,7 +229,7 @@ async fn no_session_pauses_everything_then_one_probe_then_full_speed() {
         "backoff doubles while the upstream stays away"
     );
 
-    tokio::time::sleep(MIN).await;
+    tokio::time::sleep_until(start + Duration::from_secs(230)).await;
     h.settle().await;
     assert_eq!(
         h.courier.calls(),

@@ -25,6 +25,8 @@ fn fixture(max_size: usize) -> Fixture {
         settings: Arc::new(Settings {
             hostname: cfg.hostname.clone(),
             policy: Policy::new(&cfg),
+            users: cfg.users.clone(),
+            plaintext_auth: false,
         }),
         spool: opened.spool.clone(),
         idle_timeout: cfg.idle_timeout,
@@ -44,9 +46,7 @@ fn connect(f: &Fixture) -> (Client, tokio::task::JoinHandle<()>) {
     let task = tokio::spawn(async move {
         let session = Session::new(
             shared.settings.clone(),
-            "127.0.0.1".parse().unwrap(),
-            false,
-            false,
+            crate::intake::session::tests_peer(),
         );
         serve(&mut server, session, &shared, &CancellationToken::new()).await;
     });
@@ -225,9 +225,7 @@ async fn shutdown_tells_an_idle_client_421() {
     let task = tokio::spawn(async move {
         let session = Session::new(
             shared.settings.clone(),
-            "127.0.0.1".parse().unwrap(),
-            false,
-            false,
+            crate::intake::session::tests_peer(),
         );
         serve(&mut server, session, &shared, &token).await;
     });
