@@ -146,3 +146,129 @@ async fn connections_over_the_total_limit_get_421_at_once() {
     assert!(g.starts_with("421 4.7.0"), "{g}");
     relay.stop().await;
 }
+
+/// Resident memory of a process, in MiB.
+fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb / 1024
+}
+
+/// The relay binary in its own process (so its memory can be measured alone), on a free port.
+struct Child {
+    process: std::process::Child,
+    addr: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+async fn relay_process(listen_extra: &str) -> Child {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = intake_config(listen_extra).replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    std::fs::write(dir.path().join("relay.toml"), config).unwrap();
+    let process = std::process::Command::new(env!("CARGO_BIN_EXE_gmail-relay"))
+        .args(["serve", "--config"])
+        .arg(dir.path().join("relay.toml"))
+        .env("GMAIL_RELAY__UPSTREAM__PASSWORD", "unused")
+        .env("GMAIL_RELAY__LOG__LEVEL", "warn")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "relay did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Child {
+        process,
+        addr,
+        _dir: dir,
+    }
+}
+
+#[tokio::test]
+async fn a_100_mb_line_without_newline_is_refused_in_bounded_memory() {
+    let relay = relay_process("max_message_size = 1000000").await;
+    let pid = relay.process.id();
+    let mut c = Client::connect(relay.addr).await;
+    c.reply().await;
+    for cmd in [
+        "HELO big",
+        "MAIL FROM:<a@example.com>",
+        "RCPT TO:<b@example.com>",
+    ] {
+        assert!(c.cmd(cmd).await.starts_with("250"));
+    }
+    assert!(c.cmd("DATA").await.starts_with("354"));
+    let before = rss_mib(pid);
+    let chunk = vec![b'x'; 1 << 20];
+    let mut peak = before;
+    for _ in 0..100 {
+        c.send(&chunk).await;
+        peak = peak.max(rss_mib(pid));
+    }
+    c.send(b"\r\n.\r\n").await;
+    assert!(c.reply().await.starts_with("552 5.3.4"));
+    assert!(
+        peak < before + 16,
+        "the relay grew from {before} MiB to {peak} MiB while 100 MB streamed in"
+    );
+    let queue = relay._dir.path().join("spool/queue");
+    assert_eq!(
+        std::fs::read_dir(queue).unwrap().count(),
+        0,
+        "nothing queued"
+    );
+}
+
+#[tokio::test]
+async fn replies_say_nothing_about_the_upstream_account() {
+    let mut relay = TestRelay::start(&intake_config("max_recipients = 1")).await;
+    let mut c = Client::connect(relay.addr()).await;
+    let mut all = c.reply().await;
+    for cmd in [
+        "EHLO probe",
+        "HELP",
+        "VRFY relay",
+        "EXPN staff",
+        "AUTH PLAIN",
+        "MAIL FROM:<a@b.c> SIZE=999999999",
+        "MAIL FROM:<a@b.c>",
+        "RCPT TO:<x@y.z>",
+        "RCPT TO:<w@y.z>",
+        "NOOP",
+        "FOO",
+        "QUIT",
+    ] {
+        all.push_str(&c.cmd(cmd).await);
+        all.push('\n');
+    }
+    let user = common::upstream::USER;
+    for secret in [user, "gmail.com", "127.0.0.1:9", "port 9"] {
+        assert!(
+            !all.to_lowercase().contains(secret),
+            "{secret:?} in replies:\n{all}"
+        );
+    }
+    relay.stop().await;
+}

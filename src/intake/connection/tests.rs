@@ -235,3 +235,22 @@ async fn shutdown_tells_an_idle_client_421() {
     assert!(r[1].starts_with("421 4.3.2"), "{r:?}");
     task.await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_data_phase_is_cut_at_the_data_timeout() {
+    let f = fixture(1000);
+    let (mut c, task) = connect(&f);
+    c.send(b"HELO a\r\nMAIL FROM:<>\r\nRCPT TO:<a@b.c>\r\nDATA\r\n")
+        .await;
+    c.replies(5).await;
+    // A byte every four minutes keeps each read inside the idle timeout (5 min), but the whole
+    // DATA is limited to 10 minutes.
+    for _ in 0..3 {
+        c.send(b"x").await;
+        tokio::time::sleep(Duration::from_secs(240)).await;
+    }
+    let r = c.replies(6).await;
+    assert_eq!(r[5], "421 4.4.2 Timeout; closing connection");
+    task.await.unwrap();
+    assert!(queue_ids(&f).is_empty());
+}
