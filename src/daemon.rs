@@ -97,9 +97,11 @@ impl Daemon {
         });
 
         let settings = scheduler::Settings {
-            policy: RetryPolicy::new(&config.queue),
+            policy: RetryPolicy::new(&config.queue, &config.delivery),
             concurrency: upstream.max_connections(),
             hold: config.delivery.hold,
+            bounce: config.delivery.bounce.clone(),
+            hostname: config.listen.hostname.clone(),
         };
         tracker.spawn(scheduler::run(
             opened.spool.clone(),

@@ -18,7 +18,9 @@
 //! - [`scheduler`]: what is due when; retries, backoff, pauses, concurrency.
 //! - [`spool`]: the on-disk queue, its commit protocol and recovery.
 //! - [`delivery`]: one attempt against the upstream via lettre; reply classification.
-//! - [`auth`]: upstream credentials and secret types.
+//! - [`bounce`]: delivery status notifications for failed mail.
+//! - [`auth`]: upstream credentials, listener users and secret types.
+//! - [`rfc5322`]: message-format helpers (dates, header fields).
 //! - [`observe`]: logging and the mail event log.
 //! - [`config`]: `relay.toml` + environment, validated into typed sections.
 //!
@@ -35,11 +37,13 @@
 //! and where (file, key, address). `anyhow` is used only in the binary, to add context.
 
 pub mod auth;
+pub mod bounce;
 pub mod config;
 pub mod daemon;
 pub mod delivery;
 pub mod intake;
 pub mod observe;
 pub mod policy;
+pub mod rfc5322;
 pub mod scheduler;
 pub mod spool;

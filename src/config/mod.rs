@@ -221,6 +221,8 @@ pub struct UpstreamConfig {
     pub helo_name: String,
     /// Most connections open to the upstream at once (and most messages in flight).
     pub max_connections: usize,
+    /// Most recipients in one upstream transaction (Gmail: 100); more go in several.
+    pub max_recipients_per_message: usize,
     /// Longest wait for any one reply from the upstream.
     pub timeout: Duration,
     /// An authenticated connection unused for this long is closed.
@@ -228,10 +230,18 @@ pub struct UpstreamConfig {
 }
 
 /// `[delivery]`: delivery-side switches.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct DeliveryConfig {
     /// Accept and queue, but attempt no delivery (maintenance, benchmarks of the intake).
     pub hold: bool,
+    /// First wait after the upstream refuses our login; doubles up to `auth_pause_max`.
+    pub auth_pause_min: Duration,
+    /// Longest wait between login probes.
+    pub auth_pause_max: Duration,
+    /// Wait between probes while the sending quota is spent.
+    pub quota_pause: Duration,
+    /// Who is told when mail fails (`delivery.bounce`, `delivery.postmaster`).
+    pub bounce: crate::bounce::BounceTo,
 }
 
 /// Log output format.

@@ -88,6 +88,7 @@ pub(super) struct RawUpstream {
     pub ca_file: Option<String>,
     pub helo_name: Option<String>,
     pub max_connections: Option<u64>,
+    pub max_recipients_per_message: Option<u64>,
     pub timeout: Option<String>,
     pub idle_timeout: Option<String>,
 }
@@ -110,6 +111,11 @@ impl std::fmt::Debug for RawUpstream {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDelivery {
     pub hold: Option<bool>,
+    pub auth_pause_min: Option<String>,
+    pub auth_pause_max: Option<String>,
+    pub quota_pause: Option<String>,
+    pub bounce: Option<String>,
+    pub postmaster: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

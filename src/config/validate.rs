@@ -13,6 +13,7 @@ use super::{
     UpstreamConfig, system_hostname,
 };
 use crate::auth::{Credentials, Secret, Users};
+use crate::bounce::BounceTo;
 
 /// `(key, message)`: what [`super::ConfigError::Invalid`] is built from.
 pub(super) type Invalid = (String, String);
@@ -30,7 +31,7 @@ pub(super) fn validate(raw: Raw, base: &Path) -> Result<Config> {
         listen: listen(raw.listen, base)?,
         queue: queue(raw.queue, base)?,
         upstream: upstream(raw.upstream, base)?,
-        delivery: delivery(raw.delivery),
+        delivery: delivery(raw.delivery)?,
         log: log(raw.log)?,
     })
 }
@@ -378,15 +379,55 @@ fn upstream(raw: RawUpstream, base: &Path) -> Result<UpstreamConfig> {
         ca_file,
         helo_name,
         max_connections: positive("upstream.max_connections", raw.max_connections.unwrap_or(2))?,
+        max_recipients_per_message: positive(
+            "upstream.max_recipients_per_message",
+            raw.max_recipients_per_message.unwrap_or(100),
+        )?,
         timeout: duration("upstream.timeout", raw.timeout, "60s")?,
         idle_timeout: duration("upstream.idle_timeout", raw.idle_timeout, "4m")?,
     })
 }
 
-fn delivery(raw: RawDelivery) -> DeliveryConfig {
-    DeliveryConfig {
-        hold: raw.hold.unwrap_or(false),
+fn delivery(raw: RawDelivery) -> Result<DeliveryConfig> {
+    let auth_pause_min = duration("delivery.auth_pause_min", raw.auth_pause_min, "1m")?;
+    let auth_pause_max = duration("delivery.auth_pause_max", raw.auth_pause_max, "30m")?;
+    if auth_pause_max < auth_pause_min {
+        return invalid(
+            "delivery.auth_pause_max",
+            "is shorter than delivery.auth_pause_min",
+        );
     }
+    let bounce = match (raw.bounce.as_deref().map(str::trim), raw.postmaster) {
+        (None | Some("sender"), _) => BounceTo::Sender,
+        (Some("none"), _) => BounceTo::Nobody,
+        (Some("postmaster"), Some(addr))
+            if addr.contains('@') && !addr.contains(char::is_whitespace) =>
+        {
+            BounceTo::Postmaster(addr.trim().to_owned())
+        }
+        (Some("postmaster"), Some(addr)) => {
+            return invalid("delivery.postmaster", format!("{addr:?} is not an address"));
+        }
+        (Some("postmaster"), None) => {
+            return invalid(
+                "delivery.postmaster",
+                "is missing; delivery.bounce = \"postmaster\" needs the address to send to",
+            );
+        }
+        (Some(other), _) => {
+            return invalid(
+                "delivery.bounce",
+                format!("{other:?} is not one of \"sender\", \"postmaster\" or \"none\""),
+            );
+        }
+    };
+    Ok(DeliveryConfig {
+        hold: raw.hold.unwrap_or(false),
+        auth_pause_min,
+        auth_pause_max,
+        quota_pause: duration("delivery.quota_pause", raw.quota_pause, "1h")?,
+        bounce,
+    })
 }
 
 fn log(raw: RawLog) -> Result<LogConfig> {

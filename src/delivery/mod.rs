@@ -1,19 +1,22 @@
-//! Delivery: one attempt to hand a message to the upstream, with per-recipient outcomes.
+//! Delivery: one attempt to hand a message to the upstream, with an outcome per recipient.
 //!
 //! [`Upstream`] owns the TLS settings and a small pool of authenticated connections
 //! (`upstream.max_connections`). An attempt takes an idle connection (or opens one: TCP, TLS,
-//! EHLO, AUTH), runs one transaction per batch of at most [`MAX_RCPT_PER_TRANSACTION`]
-//! recipients, and puts the connection back for the next message: no TLS handshake and no
-//! login per message. A connection idle longer than `upstream.idle_timeout` is closed with
-//! QUIT. If a reused connection turns out to be dead (the server timed it out), the attempt
-//! reconnects and runs again at once.
+//! EHLO, AUTH: one login per connection lifetime), runs one transaction per batch of at most
+//! `upstream.max_recipients_per_message` recipients (and another for recipients a server had
+//! no room for), and puts the connection back for the next message. A connection idle longer
+//! than `upstream.idle_timeout` is closed with QUIT, before Gmail times it out. A connection
+//! that breaks or is closed by the server (421, 451 4.4.2) before the message was accepted is
+//! replaced at once and the transaction sent again on the new one.
 //!
-//! Outcomes: each recipient is [`RecipientOutcome::Delivered`], `Failed` (permanent) or
-//! `Deferred` (temporary); a [`SessionError`] means no session could be had and nothing was
-//! sent. Delivery never touches the spool and decides no timing: the scheduler does both.
+//! The result is a [`Report`]: each recipient [`RecipientOutcome::Delivered`], `Failed` or
+//! `Deferred`, and possibly a [`Pause`] (unreachable upstream, refused credentials, spent
+//! quota) that tells the scheduler to stop all delivery for a while. A message larger than the
+//! upstream's advertised SIZE fails without being sent. Delivery never touches the spool and
+//! decides no timing: the scheduler does both.
 //!
 //! - `tls`: trust anchors and TLS setup; `connection`: opening an authenticated connection;
-//!   `transaction`: MAIL/RCPT/DATA; `classify`: what a reply or error means.
+//!   `transaction`: MAIL/RCPT/DATA; `classify`: what a reply means.
 
 mod classify;
 mod connection;
@@ -23,19 +26,16 @@ mod transaction;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lettre::transport::smtp::client::AsyncSmtpConnection;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use connection::SessionError;
+pub use classify::{Class, Stage, classify};
 pub use tls::TlsSetupError;
 
 use crate::config::UpstreamConfig;
+use connection::Conn;
 use transaction::TxResult;
-
-/// Gmail accepts at most 100 recipients per SMTP transaction.
-pub const MAX_RCPT_PER_TRANSACTION: usize = 100;
 
 /// The message to send, as the spool holds it.
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +48,21 @@ pub struct Outgoing<'a> {
     pub eight_bit_mime: bool,
     /// The client declared `SMTPUTF8`.
     pub smtputf8: bool,
+    /// Send `SIZE=` with MAIL (the server advertised SIZE).
+    pub(crate) declare_size: bool,
+}
+
+impl<'a> Outgoing<'a> {
+    /// A message from `sender` with these bytes and body flags.
+    pub fn new(sender: &'a str, body: &'a [u8], eight_bit_mime: bool, smtputf8: bool) -> Self {
+        Outgoing {
+            sender,
+            body,
+            eight_bit_mime,
+            smtputf8,
+            declare_size: false,
+        }
+    }
 }
 
 /// What happened to one recipient in one attempt.
@@ -55,7 +70,7 @@ pub struct Outgoing<'a> {
 pub enum RecipientOutcome {
     /// The upstream accepted the message for this recipient (its reply).
     Delivered(String),
-    /// The upstream refused it permanently (its reply).
+    /// The upstream refused it permanently (its reply, or why it was not sent).
     Failed(String),
     /// Not delivered this time; try again later (reply or error).
     Deferred(String),
@@ -69,6 +84,68 @@ impl RecipientOutcome {
             | RecipientOutcome::Failed(t)
             | RecipientOutcome::Deferred(t) => t,
         }
+    }
+}
+
+/// Why all delivery should stop for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseKind {
+    /// The upstream cannot be reached, or offers no secure session.
+    Unreachable,
+    /// The upstream refuses our credentials or configuration (535, 534, 454 4.7.0, ...).
+    Credentials,
+    /// The account's sending quota is spent (550 5.4.5, ...).
+    Quota,
+}
+
+/// A reason to stop all delivery, with the upstream's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pause {
+    /// Which kind of pause.
+    pub kind: PauseKind,
+    /// The reply or error behind it.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Pause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self.kind {
+            PauseKind::Unreachable => "upstream unavailable",
+            PauseKind::Credentials => "upstream refused the login",
+            PauseKind::Quota => "sending quota spent",
+        };
+        write!(f, "{what}: {}", self.reason)
+    }
+}
+
+/// The result of one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// One per recipient given, in order.
+    pub outcomes: Vec<RecipientOutcome>,
+    /// Stop all delivery for this reason.
+    pub pause: Option<Pause>,
+}
+
+impl Report {
+    /// Every recipient deferred because of `pause`.
+    pub fn paused(recipients: usize, pause: Pause) -> Report {
+        Report {
+            outcomes: vec![RecipientOutcome::Deferred(pause.to_string()); recipients],
+            pause: Some(pause),
+        }
+    }
+
+    /// True if the attempt got an upstream session (something was settled, or refused by the
+    /// server rather than by the network).
+    pub fn reached_upstream(&self) -> bool {
+        !matches!(
+            self.pause,
+            Some(Pause {
+                kind: PauseKind::Unreachable | PauseKind::Credentials,
+                ..
+            })
+        )
     }
 }
 
@@ -87,7 +164,7 @@ struct Inner {
 }
 
 struct Idle {
-    conn: AsyncSmtpConnection,
+    conn: Conn,
     since: Instant,
 }
 
@@ -110,71 +187,111 @@ impl Upstream {
         self.inner.cfg.max_connections
     }
 
-    /// Tries to deliver `msg` to `recipients`. The outcomes are in the order of `recipients`.
-    /// `Err` means no session could be had at all and nothing was sent.
-    pub async fn deliver(
-        &self,
-        msg: &Outgoing<'_>,
-        recipients: &[String],
-    ) -> Result<Vec<RecipientOutcome>, SessionError> {
+    /// Tries to deliver `msg` to `recipients`.
+    pub async fn deliver(&self, msg: &Outgoing<'_>, recipients: &[String]) -> Report {
         let _slot = self.inner.slots.acquire().await.expect("never closed");
-        let mut outcomes = Vec::with_capacity(recipients.len());
-        for batch in recipients.chunks(MAX_RCPT_PER_TRANSACTION) {
-            match self.deliver_batch(msg, batch).await {
-                Ok(batch_outcomes) => outcomes.extend(batch_outcomes),
-                Err(e) if outcomes.is_empty() => return Err(e),
-                Err(e) => {
-                    // Earlier batches went through; the rest wait for the next attempt.
-                    let reason = e.to_string();
-                    let rest = recipients.len() - outcomes.len();
-                    outcomes.extend((0..rest).map(|_| RecipientOutcome::Deferred(reason.clone())));
-                    break;
+        let per_tx = self.inner.cfg.max_recipients_per_message;
+        let mut outcomes: Vec<Option<RecipientOutcome>> = vec![None; recipients.len()];
+        let mut pause = None;
+        // Each round settles at least one recipient or stops, so this bounds the rounds.
+        for _ in 0..=recipients.len() {
+            let open: Vec<usize> = (0..recipients.len())
+                .filter(|&i| outcomes[i].is_none())
+                .take(per_tx)
+                .collect();
+            if open.is_empty() || pause.is_some() {
+                break;
+            }
+            let batch: Vec<String> = open.iter().map(|&i| recipients[i].clone()).collect();
+            let (batch_outcomes, batch_pause) = match self.transaction(msg, &batch).await {
+                Ok(result) => result,
+                Err(p) => (vec![None; batch.len()], Some(p)),
+            };
+            let progress = batch_outcomes.iter().any(Option::is_some);
+            for (&i, outcome) in open.iter().zip(batch_outcomes) {
+                outcomes[i] = outcome;
+            }
+            pause = batch_pause;
+            if !progress && pause.is_none() {
+                // The server took none of them (no room for even one): try them later.
+                for &i in &open {
+                    outcomes[i] = Some(RecipientOutcome::Deferred(
+                        "the upstream accepted no recipient in this transaction".into(),
+                    ));
                 }
             }
         }
-        Ok(outcomes)
+        let why = pause.as_ref().map(ToString::to_string).unwrap_or_default();
+        Report {
+            outcomes: outcomes
+                .into_iter()
+                .map(|o| o.unwrap_or_else(|| RecipientOutcome::Deferred(why.clone())))
+                .collect(),
+            pause,
+        }
     }
 
-    async fn deliver_batch(
+    /// One transaction for `batch`; `None` outcomes are left for another transaction.
+    async fn transaction(
         &self,
         msg: &Outgoing<'_>,
         batch: &[String],
-    ) -> Result<Vec<RecipientOutcome>, SessionError> {
+    ) -> Result<(Vec<Option<RecipientOutcome>>, Option<Pause>), Pause> {
         let timeout = self.inner.cfg.timeout;
-        let (mut conn, reused) = match self.take_idle() {
-            Some(conn) => (conn, true),
-            None => (self.open().await?, false),
+        let mut conn = match self.take_idle() {
+            Some(conn) => conn,
+            None => self.open().await?,
         };
-        let mut result = transaction::send(&mut conn, msg, batch, timeout).await;
-        if let (TxResult::Lost(reason), true) = (&result, reused) {
-            tracing::debug!(%reason, "reused upstream connection was dead; reconnecting");
-            conn = self.open().await?;
-            result = transaction::send(&mut conn, msg, batch, timeout).await;
-        }
-        match result {
-            TxResult::Done { outcomes, reusable } => {
-                if reusable {
-                    self.put_idle(conn);
-                }
-                Ok(outcomes)
+        for fresh in [false, true] {
+            if let Some(max) = conn.max_size
+                && msg.body.len() > max
+            {
+                let why = format!(
+                    "the message is {} bytes and the upstream accepts at most {max} (its EHLO SIZE); not sent",
+                    msg.body.len()
+                );
+                self.put_idle(conn);
+                return Ok((vec![Some(RecipientOutcome::Failed(why)); batch.len()], None));
             }
-            TxResult::Lost(reason) => Ok(batch
-                .iter()
-                .map(|_| RecipientOutcome::Deferred(reason.clone()))
-                .collect()),
+            let outgoing = Outgoing {
+                declare_size: conn.max_size.is_some(),
+                ..*msg
+            };
+            match transaction::send(&mut conn.smtp, &outgoing, batch, timeout).await {
+                TxResult::Done {
+                    outcomes,
+                    reusable,
+                    pause,
+                } => {
+                    if reusable {
+                        self.put_idle(conn);
+                    }
+                    return Ok((outcomes, pause));
+                }
+                TxResult::Lost(reason) if !fresh => {
+                    tracing::debug!(%reason, "upstream connection lost; sending again on a new one");
+                    conn = self.open().await?;
+                }
+                TxResult::Lost(reason) => {
+                    let outcome = RecipientOutcome::Deferred(reason);
+                    return Ok((vec![Some(outcome); batch.len()], None));
+                }
+            }
         }
+        unreachable!("the loop returns on its second round")
     }
 
-    async fn open(&self) -> Result<AsyncSmtpConnection, SessionError> {
+    async fn open(&self) -> Result<Conn, Pause> {
         let conn = connection::open(&self.inner.cfg, &self.inner.tls).await?;
         tracing::debug!(
             upstream = %format!("{}:{}", self.inner.cfg.host, self.inner.cfg.port),
+            max_size = ?conn.max_size,
             "upstream connection open and authenticated"
         );
         Ok(conn)
     }
 
-    fn take_idle(&self) -> Option<AsyncSmtpConnection> {
+    fn take_idle(&self) -> Option<Conn> {
         let limit = self.inner.cfg.idle_timeout;
         let mut idle = self.inner.idle.lock().expect("pool lock");
         while let Some(entry) = idle.pop() {
@@ -186,7 +303,7 @@ impl Upstream {
         None
     }
 
-    fn put_idle(&self, conn: AsyncSmtpConnection) {
+    fn put_idle(&self, conn: Conn) {
         self.inner.idle.lock().expect("pool lock").push(Idle {
             conn,
             since: Instant::now(),
@@ -223,6 +340,6 @@ impl Upstream {
 }
 
 /// Says goodbye politely, but does not wait long for it.
-async fn quit(mut conn: AsyncSmtpConnection) {
-    let _ = tokio::time::timeout(Duration::from_secs(5), conn.quit()).await;
+async fn quit(mut conn: Conn) {
+    let _ = tokio::time::timeout(Duration::from_secs(5), conn.smtp.quit()).await;
 }

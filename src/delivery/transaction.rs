@@ -3,6 +3,9 @@
 //! Commands are sent by the relay itself (not lettre's `send`), because lettre's `send` gives
 //! up on the whole message at the first refused recipient. Here every recipient gets its own
 //! outcome: a 550 for one does not stop the others, and only the accepted ones get the DATA.
+//! Each reply is classified (see `classify`): a pause class ends the transaction with every
+//! recipient deferred and the pause reported; a `452 4.5.3` at RCPT leaves the remaining
+//! recipients for another transaction.
 
 use std::fmt;
 use std::time::Duration;
@@ -12,18 +15,23 @@ use lettre::transport::smtp::client::AsyncSmtpConnection;
 use lettre::transport::smtp::extension::Extension;
 use lettre::transport::smtp::response::Response;
 
-use super::classify::{Failure, classify, response_text};
-use super::{Outgoing, RecipientOutcome};
+use super::classify::{Class, Failure, Stage, response_text, too_many_recipients};
+use super::{Outgoing, Pause, PauseKind, RecipientOutcome};
 
 /// How a transaction ended.
 pub enum TxResult {
-    /// The transaction ran to an end; `reusable` says whether the connection can carry another.
+    /// The transaction ran to an end.
     Done {
-        outcomes: Vec<RecipientOutcome>,
+        /// One per recipient given; `None` for a recipient the server had no room for in this
+        /// transaction (`452 4.5.3`), to be sent in the next one.
+        outcomes: Vec<Option<RecipientOutcome>>,
+        /// The connection can carry another transaction.
         reusable: bool,
+        /// All delivery should stop for this reason.
+        pause: Option<Pause>,
     },
-    /// The connection broke before any recipient was accepted: nothing was sent, and the same
-    /// transaction may be tried on a new connection at once.
+    /// The connection broke or is closing before the message was accepted: nothing is
+    /// settled, and the same transaction may be tried on a new connection at once.
     Lost(String),
 }
 
@@ -36,7 +44,8 @@ impl fmt::Display for Line {
     }
 }
 
-async fn command(
+/// Sends one command and waits (bounded) for its reply.
+pub(super) async fn command(
     conn: &mut AsyncSmtpConnection,
     line: String,
     limit: Duration,
@@ -50,7 +59,7 @@ async fn bounded(
 ) -> Result<Response, Failure> {
     match tokio::time::timeout(limit, fut).await {
         Ok(Ok(r)) => Ok(r),
-        Ok(Err(e)) => Err(classify(&e)),
+        Ok(Err(e)) => Err(Failure::from_lettre(&e)),
         Err(_) => Err(Failure::Broken(format!(
             "no reply within {}",
             humantime::format_duration(limit)
@@ -66,6 +75,38 @@ fn safe(address: &str) -> bool {
         .any(|c| c.is_control() || c == '<' || c == '>')
 }
 
+/// What a refused command does to the transaction.
+enum Verdict {
+    /// Settle the recipients concerned with this outcome.
+    Settle(fn(String) -> RecipientOutcome),
+    /// Stop all delivery; the recipients concerned are deferred.
+    Pause(PauseKind),
+    /// The connection is going: start over elsewhere.
+    Lost,
+}
+
+fn verdict(failure: &Failure, stage: Stage) -> Verdict {
+    match failure.class(stage) {
+        Class::Ok | Class::Retry => Verdict::Settle(RecipientOutcome::Deferred),
+        Class::FailRecipient | Class::FailMessage => Verdict::Settle(RecipientOutcome::Failed),
+        Class::PauseUpstream => Verdict::Pause(PauseKind::Credentials),
+        Class::PauseQuota => Verdict::Pause(PauseKind::Quota),
+        Class::Reconnect => Verdict::Lost,
+    }
+}
+
+/// Gives every recipient still open (`None`) the same outcome.
+fn settle(
+    pending: Vec<Option<RecipientOutcome>>,
+    outcome: fn(String) -> RecipientOutcome,
+    text: &str,
+) -> Vec<Option<RecipientOutcome>> {
+    pending
+        .into_iter()
+        .map(|o| Some(o.unwrap_or_else(|| outcome(text.to_owned()))))
+        .collect()
+}
+
 /// Sends `msg` to `recipients` on `conn`.
 pub async fn send(
     conn: &mut AsyncSmtpConnection,
@@ -73,29 +114,26 @@ pub async fn send(
     recipients: &[String],
     timeout: Duration,
 ) -> TxResult {
-    let all = |f: fn(String) -> RecipientOutcome, text: &str| {
-        recipients
-            .iter()
-            .map(|_| f(text.to_owned()))
-            .collect::<Vec<_>>()
-    };
+    let none = || vec![None; recipients.len()];
     if !safe(msg.sender) {
+        let outcomes = settle(
+            none(),
+            RecipientOutcome::Failed,
+            "invalid sender address in the queue file",
+        );
         return TxResult::Done {
-            outcomes: all(
-                RecipientOutcome::Failed,
-                "invalid sender address in the queue file",
-            ),
+            outcomes,
             reusable: true,
+            pause: None,
         };
     }
     let info = conn.server_info();
     if msg.smtputf8 && !info.supports_feature(Extension::SmtpUtfEight) {
+        let why = "the message needs SMTPUTF8, which the upstream does not offer";
         return TxResult::Done {
-            outcomes: all(
-                RecipientOutcome::Failed,
-                "the message needs SMTPUTF8, which the upstream does not offer",
-            ),
+            outcomes: settle(none(), RecipientOutcome::Failed, why),
             reusable: true,
+            pause: None,
         };
     }
     let mut mail = format!("MAIL FROM:<{}>", msg.sender);
@@ -107,106 +145,147 @@ pub async fn send(
     if msg.smtputf8 {
         mail.push_str(" SMTPUTF8");
     }
-
-    match command(conn, mail, timeout).await {
-        Ok(_) => {}
-        Err(Failure::Broken(reason)) => return TxResult::Lost(reason),
-        Err(Failure::Temporary(t)) => {
-            return abort(conn, all(RecipientOutcome::Deferred, &t), timeout).await;
-        }
-        Err(Failure::Permanent(t)) => {
-            return abort(conn, all(RecipientOutcome::Failed, &t), timeout).await;
-        }
+    if msg.declare_size {
+        mail.push_str(&format!(" SIZE={}", msg.body.len()));
     }
 
-    // `None` marks a recipient the upstream accepted, whose outcome depends on DATA.
-    let mut pending: Vec<Option<RecipientOutcome>> = Vec::with_capacity(recipients.len());
-    for rcpt in recipients {
+    if let Err(failure) = command(conn, mail, timeout).await {
+        return refused(conn, none(), &failure, Stage::Mail, timeout).await;
+    }
+
+    // `Some` once settled; `None` while accepted and waiting for DATA (or left for later).
+    let mut outcomes: Vec<Option<RecipientOutcome>> = Vec::with_capacity(recipients.len());
+    let mut accepted = Vec::new();
+    let mut no_room_from = None;
+    for (i, rcpt) in recipients.iter().enumerate() {
         if !safe(rcpt) {
-            pending.push(Some(RecipientOutcome::Failed(
+            outcomes.push(Some(RecipientOutcome::Failed(
                 "invalid recipient address in the queue file".into(),
             )));
             continue;
         }
         match command(conn, format!("RCPT TO:<{rcpt}>"), timeout).await {
-            Ok(_) => pending.push(None),
-            Err(Failure::Temporary(t)) => pending.push(Some(RecipientOutcome::Deferred(t))),
-            Err(Failure::Permanent(t)) => pending.push(Some(RecipientOutcome::Failed(t))),
-            Err(Failure::Broken(reason)) => {
-                if pending.iter().all(Option::is_some) {
-                    return TxResult::Lost(reason);
-                }
-                // Those accepted and those never asked are all tried again later.
-                pending.resize(recipients.len(), None);
-                let outcomes = settle(pending, RecipientOutcome::Deferred, &reason);
-                return TxResult::Done {
-                    outcomes,
-                    reusable: false,
-                };
+            Ok(_) => {
+                accepted.push(i);
+                outcomes.push(None);
             }
+            Err(Failure::Reply { code, text }) if too_many_recipients(code, &text) => {
+                no_room_from = Some(i);
+                break;
+            }
+            Err(failure) => match verdict(&failure, Stage::Rcpt) {
+                Verdict::Settle(outcome) => outcomes.push(Some(outcome(failure.describe()))),
+                Verdict::Pause(_) | Verdict::Lost => {
+                    outcomes.resize(recipients.len(), None);
+                    return refused(conn, outcomes, &failure, Stage::Rcpt, timeout).await;
+                }
+            },
         }
     }
-    if pending.iter().all(Option::is_some) {
-        return abort(conn, pending.into_iter().flatten().collect(), timeout).await;
+    // Recipients left for the next transaction stay `None` and are not part of this one.
+    let later = no_room_from.map_or(0, |from| recipients.len() - from);
+    if accepted.is_empty() {
+        outcomes.resize(recipients.len(), None);
+        return abort(conn, outcomes, None, timeout).await;
     }
 
     if let Err(failure) = command(conn, "DATA".to_owned(), timeout).await {
-        let outcome = match failure {
-            Failure::Permanent(_) => RecipientOutcome::Failed,
-            _ => RecipientOutcome::Deferred,
-        };
-        let outcomes = settle(pending, outcome, failure.text());
-        if let Failure::Broken(_) = failure {
-            return TxResult::Done {
-                outcomes,
-                reusable: false,
-            };
-        }
-        return abort(conn, outcomes, timeout).await;
+        return refused(
+            conn,
+            with_later(outcomes, later),
+            &failure,
+            Stage::Data,
+            timeout,
+        )
+        .await;
     }
-
     // lettre appends CRLF . CRLF; the stored body already ends its last line with CRLF.
     let body = msg.body.strip_suffix(b"\r\n").unwrap_or(msg.body);
     let data_limit = timeout + Duration::from_secs(body.len() as u64 / (32 * 1024));
-    let (outcomes, reusable) = match bounded(data_limit, conn.message(body)).await {
-        Ok(reply) => (
-            settle(pending, RecipientOutcome::Delivered, &response_text(&reply)),
-            true,
-        ),
-        Err(Failure::Permanent(t)) => (settle(pending, RecipientOutcome::Failed, &t), true),
-        Err(Failure::Temporary(t)) => (settle(pending, RecipientOutcome::Deferred, &t), true),
-        // The upstream may or may not have taken it; sending again is the safe side
-        // (at-least-once).
-        Err(Failure::Broken(t)) => (
-            settle(
-                pending,
-                RecipientOutcome::Deferred,
-                &format!("connection lost after the message data: {t}"),
-            ),
-            false,
-        ),
-    };
-    TxResult::Done { outcomes, reusable }
+    match bounded(data_limit, conn.message(body)).await {
+        Ok(reply) => {
+            let text = response_text(&reply);
+            let mut outcomes = settle(outcomes, RecipientOutcome::Delivered, &text);
+            outcomes.resize(recipients.len(), None);
+            TxResult::Done {
+                outcomes,
+                reusable: true,
+                pause: None,
+            }
+        }
+        Err(failure) => match verdict(&failure, Stage::EndOfData) {
+            // Whether the upstream took it is unknown; sending again is the safe side
+            // (at-least-once).
+            Verdict::Lost => TxResult::Lost(format!(
+                "connection lost after the message data: {}",
+                failure.describe()
+            )),
+            Verdict::Settle(outcome) => {
+                let mut outcomes = settle(outcomes, outcome, &failure.describe());
+                outcomes.resize(recipients.len(), None);
+                TxResult::Done {
+                    outcomes,
+                    reusable: true,
+                    pause: None,
+                }
+            }
+            Verdict::Pause(kind) => {
+                let reason = failure.describe();
+                let mut outcomes = settle(outcomes, RecipientOutcome::Deferred, &reason);
+                outcomes.resize(recipients.len(), None);
+                TxResult::Done {
+                    outcomes,
+                    reusable: true,
+                    pause: Some(Pause { kind, reason }),
+                }
+            }
+        },
+    }
 }
 
-/// Gives every recipient still waiting on DATA the same outcome.
-fn settle(
-    pending: Vec<Option<RecipientOutcome>>,
-    outcome: fn(String) -> RecipientOutcome,
-    text: &str,
-) -> Vec<RecipientOutcome> {
-    pending
-        .into_iter()
-        .map(|o| o.unwrap_or_else(|| outcome(text.to_owned())))
-        .collect()
+/// `outcomes` extended with `None` for the recipients left for the next transaction.
+fn with_later(
+    mut outcomes: Vec<Option<RecipientOutcome>>,
+    later: usize,
+) -> Vec<Option<RecipientOutcome>> {
+    outcomes.extend((0..later).map(|_| None));
+    outcomes
 }
 
-/// Ends a transaction that will not reach DATA with RSET, so the connection can be reused.
+/// A command before the end of DATA was refused: settle or pause what is open, or give up the
+/// connection. Recipients the refusal concerns are those still `None`.
+async fn refused(
+    conn: &mut AsyncSmtpConnection,
+    outcomes: Vec<Option<RecipientOutcome>>,
+    failure: &Failure,
+    stage: Stage,
+    timeout: Duration,
+) -> TxResult {
+    let reason = failure.describe();
+    match verdict(failure, stage) {
+        Verdict::Lost => TxResult::Lost(reason),
+        Verdict::Settle(outcome) => {
+            abort(conn, settle(outcomes, outcome, &reason), None, timeout).await
+        }
+        Verdict::Pause(kind) => {
+            let outcomes = settle(outcomes, RecipientOutcome::Deferred, &reason);
+            abort(conn, outcomes, Some(Pause { kind, reason }), timeout).await
+        }
+    }
+}
+
+/// Ends a transaction that will not reach the end of DATA with RSET, so the connection can be
+/// reused.
 async fn abort(
     conn: &mut AsyncSmtpConnection,
-    outcomes: Vec<RecipientOutcome>,
+    outcomes: Vec<Option<RecipientOutcome>>,
+    pause: Option<Pause>,
     timeout: Duration,
 ) -> TxResult {
     let reusable = command(conn, "RSET".to_owned(), timeout).await.is_ok();
-    TxResult::Done { outcomes, reusable }
+    TxResult::Done {
+        outcomes,
+        reusable,
+        pause,
+    }
 }

@@ -14,6 +14,8 @@
 use std::net::IpAddr;
 use std::time::SystemTime;
 
+use crate::rfc5322;
+
 /// What the `Received:` header records.
 pub struct Trace<'a> {
     /// The name from HELO/EHLO.
@@ -41,15 +43,15 @@ pub fn received_header(t: &Trace<'_>) -> Vec<u8> {
     };
     let mut h = format!(
         "Received: from {} ({client})\r\n\tby {} (gmail-relay) with {} id {}",
-        printable(t.helo),
+        rfc5322::printable(t.helo),
         t.by,
         t.protocol,
         t.id
     );
     if let [only] = t.recipients {
-        h.push_str(&format!("\r\n\tfor <{}>", printable(only)));
+        h.push_str(&format!("\r\n\tfor <{}>", rfc5322::printable(only)));
     }
-    h.push_str(&format!("; {}\r\n", rfc5322_date(t.at)));
+    h.push_str(&format!("; {}\r\n", rfc5322::date(t.at)));
     h.into_bytes()
 }
 
@@ -65,29 +67,24 @@ pub struct Hygiene {
 /// Fixes the header section of `message` in place (removes Bcc) and returns the fields to add.
 /// `message_id` is used if the message has no `Message-ID:`.
 pub fn hygiene(message: &mut Vec<u8>, message_id: &str, now: SystemTime) -> Hygiene {
-    let end = header_end(message);
     let mut has_date = false;
     let mut has_message_id = false;
     let mut bcc = Vec::new(); // byte ranges of Bcc fields, folded lines included
-    let mut pos = 0;
-    while pos < end {
-        let field_end = field_end(message, pos, end);
-        let name = field_name(&message[pos..field_end]);
+    for (range, name) in rfc5322::fields(message) {
         if name.eq_ignore_ascii_case(b"date") {
             has_date = true;
         } else if name.eq_ignore_ascii_case(b"message-id") {
             has_message_id = true;
         } else if name.eq_ignore_ascii_case(b"bcc") || name.eq_ignore_ascii_case(b"resent-bcc") {
-            bcc.push(pos..field_end);
+            bcc.push(range);
         }
-        pos = field_end;
     }
     for range in bcc.iter().rev() {
         message.drain(range.clone());
     }
     let mut added = Vec::new();
     if !has_date {
-        added.extend_from_slice(format!("Date: {}\r\n", rfc5322_date(now)).as_bytes());
+        added.extend_from_slice(format!("Date: {}\r\n", rfc5322::date(now)).as_bytes());
     }
     if !has_message_id {
         added.extend_from_slice(format!("Message-ID: <{message_id}>\r\n").as_bytes());
@@ -96,51 +93,6 @@ pub fn hygiene(message: &mut Vec<u8>, message_id: &str, now: SystemTime) -> Hygi
         added,
         bcc_removed: bcc.len(),
     }
-}
-
-/// Where the header section ends: after the CRLF of its last field (the empty line that follows
-/// is body separator). A message without an empty line is all header.
-fn header_end(message: &[u8]) -> usize {
-    if message.starts_with(b"\r\n") {
-        return 0;
-    }
-    memchr::memmem::find(message, b"\r\n\r\n").map_or(message.len(), |p| p + 2)
-}
-
-/// The end of the field starting at `start`: after its last line, folded lines included.
-fn field_end(message: &[u8], start: usize, end: usize) -> usize {
-    let mut pos = start;
-    loop {
-        pos = memchr::memmem::find(&message[pos..end], b"\r\n").map_or(end, |p| pos + p + 2);
-        if pos >= end || !matches!(message[pos], b' ' | b'\t') {
-            return pos;
-        }
-    }
-}
-
-/// The name of a header field (before the colon), trimmed; empty if the line has no colon.
-fn field_name(field: &[u8]) -> &[u8] {
-    match memchr::memchr(b':', field) {
-        Some(colon) => field[..colon].trim_ascii(),
-        None => &[],
-    }
-}
-
-/// A date in RFC 5322 form, e.g. `Mon, 23 Nov 2026 13:35:50 +0000`.
-pub fn rfc5322_date(t: SystemTime) -> String {
-    let http = httpdate::fmt_http_date(t);
-    // IMF-fixdate is RFC 5322 syntax with the obsolete zone "GMT"; write the numeric zone.
-    match http.strip_suffix(" GMT") {
-        Some(rest) => format!("{rest} +0000"),
-        None => http,
-    }
-}
-
-/// Client-supplied text made safe for a header: no control characters, no line breaks.
-fn printable(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
 }
 
 #[cfg(test)]

@@ -47,6 +47,11 @@ pub fn failed(id: &str, reason: &str) {
     warn!(target: TARGET, id, reason, "failed");
 }
 
+/// A delivery status notification about message `id` was queued as `dsn` for `to`.
+pub fn bounced(id: &str, dsn: &str, to: &str) {
+    info!(target: TARGET, id, dsn, to, "bounce queued");
+}
+
 /// Every recipient is settled (delivered or failed) and the message left the queue.
 pub fn removed(id: &str) {
     info!(target: TARGET, id, "removed");

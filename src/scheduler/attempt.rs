@@ -6,17 +6,20 @@ use std::time::SystemTime;
 
 use super::Courier;
 use super::retry::RetryPolicy;
-use crate::delivery::{Outgoing, RecipientOutcome, SessionError};
+use crate::bounce::{self, BounceTo, Failed};
+use crate::delivery::{Outgoing, Pause, PauseKind, RecipientOutcome};
 use crate::observe::events;
-use crate::spool::{DeliveryState, QueueId, RecipientStatus, Spool, SpoolError};
+use crate::spool::{DeliveryState, Envelope, Message, QueueId, RecipientStatus, Spool, SpoolError};
 
 /// The result of an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Report {
+pub struct AttemptReport {
     /// What to do with the message next.
     pub next: Next,
     /// The attempt had an upstream session (so the upstream is usable).
     pub reached_upstream: bool,
+    /// Recipients the upstream accepted in this attempt (for the rate budget).
+    pub delivered: usize,
 }
 
 /// What the scheduler should do with the message next.
@@ -24,11 +27,14 @@ pub struct Report {
 pub enum Next {
     /// Nothing: it left the queue (delivered, failed, or gone).
     Done,
-    /// Try again at this time.
-    At(SystemTime),
-    /// No upstream session could be had; try again at this time, and hold other deliveries
-    /// until then too.
-    Pause { at: SystemTime, error: SessionError },
+    /// Try again at this time; `pending` recipients are left.
+    At { at: SystemTime, pending: usize },
+    /// Hold all deliveries until this time, this message included.
+    Pause {
+        at: SystemTime,
+        pending: usize,
+        pause: Pause,
+    },
 }
 
 /// What attempts share.
@@ -36,24 +42,29 @@ pub struct Ctx<C> {
     pub spool: Spool,
     pub courier: C,
     pub policy: RetryPolicy,
+    /// Who is told about failed mail.
+    pub bounce: BounceTo,
+    /// The relay's name, for DSNs.
+    pub hostname: String,
 }
 
-/// Runs one attempt. `upstream_failures` is how many attempts in a row could not get a
-/// session, which sets the backoff if this one cannot either.
-pub async fn run<C: Courier>(ctx: Arc<Ctx<C>>, id: QueueId, upstream_failures: u32) -> Report {
-    let mut reached_upstream = false;
-    let next = attempt(&ctx, id, upstream_failures, &mut reached_upstream).await;
-    Report {
-        next,
-        reached_upstream,
-    }
+/// Runs one attempt. `pauses` is how many pauses in a row preceded it, which sets the backoff
+/// if this attempt pauses delivery again.
+pub async fn run<C: Courier>(ctx: Arc<Ctx<C>>, id: QueueId, pauses: u32) -> AttemptReport {
+    let mut report = AttemptReport {
+        next: Next::Done,
+        reached_upstream: false,
+        delivered: 0,
+    };
+    report.next = attempt(&ctx, id, pauses, &mut report).await;
+    report
 }
 
 async fn attempt<C: Courier>(
     ctx: &Ctx<C>,
     id: QueueId,
-    upstream_failures: u32,
-    reached_upstream: &mut bool,
+    pauses: u32,
+    report: &mut AttemptReport,
 ) -> Next {
     let id_text = id.to_string();
     let msg = match ctx.spool.load(id).await {
@@ -68,43 +79,27 @@ async fn attempt<C: Courier>(
         }
         Err(e) => return retry_later_after_disk_error(&ctx.policy, &id_text, &e),
     };
-    let mut state = msg.state;
+    let mut state = msg.state.clone();
     let pending: Vec<String> = state.pending().map(|r| r.address.clone()).collect();
     if pending.is_empty() {
         // Settled before a crash cut the bookkeeping short; finish it.
-        return finish(&ctx.spool, id, &id_text, state).await;
+        return finish(ctx, &msg, state).await;
     }
-    let outgoing = Outgoing {
-        sender: &msg.envelope.sender,
-        body: &msg.body,
-        eight_bit_mime: msg.envelope.eight_bit_mime,
-        smtputf8: msg.envelope.smtputf8,
-    };
+    let outgoing = Outgoing::new(
+        &msg.envelope.sender,
+        &msg.body,
+        msg.envelope.eight_bit_mime,
+        msg.envelope.smtputf8,
+    );
     state.attempts += 1;
+    let result = ctx.courier.deliver(&outgoing, &pending).await;
     let now = SystemTime::now();
     let expires = ctx.policy.expires(msg.envelope.received_at);
+    report.reached_upstream = result.reached_upstream();
 
-    let outcomes = match ctx.courier.deliver(&outgoing, &pending).await {
-        Ok(outcomes) => outcomes,
-        Err(error) => {
-            let reason = error.to_string();
-            // A message is not expired for our own credentials: fixing them delivers it.
-            if matches!(error, SessionError::Unavailable(_)) && now >= expires {
-                return expire(ctx, id, &id_text, state, &reason).await;
-            }
-            let at = now + ctx.policy.delay(upstream_failures + 1, fastrand::f64());
-            state.last_error = Some(reason.clone());
-            state.next_attempt = at;
-            save(&ctx.spool, id, &state).await;
-            events::deferred(&id_text, &pending, &reason, at, state.attempts);
-            return Next::Pause { at, error };
-        }
-    };
-
-    *reached_upstream = true;
     let mut deferred = Vec::new();
     let mut last_reason = None;
-    for (address, outcome) in pending.iter().zip(outcomes) {
+    for (address, outcome) in pending.iter().zip(result.outcomes) {
         let Some(r) = state
             .recipients
             .iter_mut()
@@ -116,6 +111,7 @@ async fn attempt<C: Courier>(
             RecipientOutcome::Delivered(reply) => {
                 events::delivered(&id_text, address, reply);
                 r.status = RecipientStatus::Delivered;
+                report.delivered += 1;
             }
             RecipientOutcome::Failed(reply) => {
                 events::recipient_failed(&id_text, address, reply);
@@ -129,55 +125,131 @@ async fn attempt<C: Courier>(
         r.reply = Some(outcome.text().to_owned());
     }
     if state.is_settled() {
-        return finish(&ctx.spool, id, &id_text, state).await;
+        return finish(ctx, &msg, state).await;
     }
     let reason = last_reason.unwrap_or_default();
-    if now >= expires {
-        return expire(ctx, id, &id_text, state, &reason).await;
+    // A message is not expired while the cause is our own credentials or quota: fixing those
+    // (or waiting) delivers it.
+    let expirable = !matches!(
+        result.pause,
+        Some(Pause {
+            kind: PauseKind::Credentials | PauseKind::Quota,
+            ..
+        })
+    );
+    if expirable && now >= expires {
+        return expire(ctx, &msg, state, &reason).await;
     }
-    let at = (now + ctx.policy.delay(state.attempts, fastrand::f64())).min(expires);
+    let pending_left = deferred.len();
+    let next = match result.pause {
+        Some(pause) => {
+            let at = now + ctx.policy.pause(pause.kind, pauses + 1, fastrand::f64());
+            Next::Pause {
+                at,
+                pending: pending_left,
+                pause,
+            }
+        }
+        None => {
+            let at = (now + ctx.policy.delay(state.attempts, fastrand::f64())).min(expires);
+            Next::At {
+                at,
+                pending: pending_left,
+            }
+        }
+    };
+    let at = match &next {
+        Next::At { at, .. } | Next::Pause { at, .. } => *at,
+        Next::Done => unreachable!("built just above"),
+    };
     state.last_error = Some(reason.clone());
     state.next_attempt = at;
     save(&ctx.spool, id, &state).await;
     events::deferred(&id_text, &deferred, &reason, at, state.attempts);
-    Next::At(at)
+    next
 }
 
-/// Every recipient is settled: remove the message, or move it to the failed area if some
-/// recipient failed.
-async fn finish(spool: &Spool, id: QueueId, id_text: &str, mut state: DeliveryState) -> Next {
-    let failed: Vec<&str> = state
+/// Every recipient is settled: remove the message, or move it to the failed area (and tell
+/// whoever `delivery.bounce` says) if some recipient failed.
+async fn finish<C: Courier>(ctx: &Ctx<C>, msg: &Message, mut state: DeliveryState) -> Next {
+    let id_text = msg.id.to_string();
+    let failed: Vec<Failed<'_>> = state
         .recipients
         .iter()
         .filter(|r| r.status == RecipientStatus::Failed)
-        .map(|r| r.address.as_str())
+        .map(|r| Failed {
+            address: &r.address,
+            reason: r.reply.as_deref().unwrap_or("failed"),
+        })
         .collect();
-    let result = if failed.is_empty() {
-        spool.remove(id).await.map(|()| events::removed(id_text))
-    } else {
-        let reason = format!(
-            "{} of {} recipients failed permanently: {}",
-            failed.len(),
-            state.recipients.len(),
-            failed.join(", ")
-        );
-        state.failed_reason = Some(reason.clone());
-        spool
-            .fail(id, &state)
-            .await
-            .map(|()| events::failed(id_text, &reason))
-    };
-    if let Err(e) = result {
-        tracing::error!(id = id_text, error = %e, "could not update the spool after delivery; the message may be sent again");
+    if failed.is_empty() {
+        match ctx.spool.remove(msg.id).await {
+            Ok(()) => events::removed(&id_text),
+            Err(e) => {
+                tracing::error!(id = %id_text, error = %e, "could not remove a delivered message; it may be sent again")
+            }
+        }
+        return Next::Done;
+    }
+    let reason = format!(
+        "{} of {} recipients failed permanently: {}",
+        failed.len(),
+        state.recipients.len(),
+        failed
+            .iter()
+            .map(|f| f.address)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if let Some(to) = ctx.bounce.recipient(&msg.envelope.sender) {
+        bounce(ctx, msg, &failed, &to).await;
+    }
+    state.failed_reason = Some(reason.clone());
+    match ctx.spool.fail(msg.id, &state).await {
+        Ok(()) => events::failed(&id_text, &reason),
+        Err(e) => {
+            tracing::error!(id = %id_text, error = %e, "could not move a failed message to the failed area")
+        }
     }
     Next::Done
 }
 
+/// Queues a DSN about `msg` to `to`, with the null sender (so it is never bounced itself).
+async fn bounce<C: Courier>(ctx: &Ctx<C>, msg: &Message, failed: &[Failed<'_>], to: &str) {
+    let now = SystemTime::now();
+    let id_text = msg.id.to_string();
+    let dsn = bounce::build(&bounce::Report {
+        hostname: &ctx.hostname,
+        queue_id: &id_text,
+        arrival: msg.envelope.received_at,
+        sender: &msg.envelope.sender,
+        to,
+        failed,
+        message: &msg.body,
+        now,
+    });
+    let dsn_id = ctx.spool.new_id();
+    let envelope = Envelope {
+        sender: String::new(),
+        recipients: vec![to.to_owned()],
+        received_at: now,
+        client: std::net::Ipv4Addr::LOCALHOST.into(),
+        helo: ctx.hostname.clone(),
+        eight_bit_mime: !dsn.is_ascii(),
+        smtputf8: !to.is_ascii(),
+    };
+    match ctx.spool.commit(dsn_id, envelope, vec![dsn]).await {
+        Ok(()) => events::bounced(&id_text, &dsn_id.to_string(), to),
+        Err(e) => {
+            tracing::error!(id = %id_text, error = %e, "could not queue the delivery status notification")
+        }
+    }
+}
+
 /// Too old: every pending recipient fails with the last reason.
-async fn expire(
-    ctx: &Ctx<impl Courier>,
-    id: QueueId,
-    id_text: &str,
+async fn expire<C: Courier>(
+    ctx: &Ctx<C>,
+    msg: &Message,
     mut state: DeliveryState,
     reason: &str,
 ) -> Next {
@@ -194,7 +266,7 @@ async fn expire(
         r.reply = Some(why.clone());
     }
     state.last_error = Some(reason.to_owned());
-    finish(&ctx.spool, id, id_text, state).await
+    finish(ctx, msg, state).await
 }
 
 async fn save(spool: &Spool, id: QueueId, state: &DeliveryState) {
@@ -205,5 +277,8 @@ async fn save(spool: &Spool, id: QueueId, state: &DeliveryState) {
 
 fn retry_later_after_disk_error(policy: &RetryPolicy, id: &str, e: &SpoolError) -> Next {
     tracing::error!(id, error = %e, "cannot read the queued message; will try again later");
-    Next::At(SystemTime::now() + policy.max)
+    Next::At {
+        at: SystemTime::now() + policy.max,
+        pending: 1,
+    }
 }

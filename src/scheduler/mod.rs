@@ -5,13 +5,19 @@
 //! it spawns, and it sleeps until the next due time. At most `upstream.max_connections`
 //! attempts run at once.
 //!
-//! **Pause.** When an attempt cannot get an upstream session at all (unreachable, TLS failure,
-//! login refused), the scheduler stops starting attempts until a backoff time (from
-//! `queue.retry_min`, doubling up to `queue.retry_max` while it keeps failing). Then a single
-//! probe attempt runs; when it gets a session, delivery resumes at full width. Nothing is
-//! bounced or failed because of a pause, and a message is never expired because the login is
-//! refused (fixing the credentials delivers it). This also keeps the relay from logging in
-//! over and over, which Gmail answers with `454 4.7.0 Too many login attempts`.
+//! **Pause.** When an attempt reports a pause, the scheduler stops starting attempts until a
+//! backoff time, then runs a single probe attempt; when that gets through, delivery resumes at
+//! full width. The backoff depends on the cause:
+//! - upstream unreachable (network, TLS, greeting): `queue.retry_min` doubling to
+//!   `queue.retry_max`;
+//! - credentials or configuration refused (535, 534, 454 4.7.0, ...): `delivery.auth_pause_min`
+//!   (1 minute) doubling to `delivery.auth_pause_max` (30 minutes);
+//! - sending quota spent (550 5.4.5, ...): a probe every `delivery.quota_pause` (1 hour).
+//!
+//! Nothing is bounced or failed because of a pause, and a message is never expired while the
+//! cause is our credentials or quota (fixing them, or waiting, delivers it). Pausing also keeps
+//! the relay from logging in over and over, which Gmail answers with
+//! `454 4.7.0 Too many login attempts`.
 //!
 //! **Hold.** With `delivery.hold` nothing is attempted; messages are queued only.
 //!
@@ -31,10 +37,10 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use attempt::{Next, Report};
+pub use attempt::{AttemptReport, Next};
 pub use retry::RetryPolicy;
 
-use crate::delivery::{Outgoing, RecipientOutcome, SessionError, Upstream};
+use crate::delivery::{Outgoing, PauseKind, Report, Upstream};
 use crate::observe::events;
 use crate::spool::{QueueId, QueuedMessage, Spool};
 
@@ -45,7 +51,7 @@ pub trait Courier: Send + Sync + 'static {
         &self,
         msg: &Outgoing<'_>,
         recipients: &[String],
-    ) -> impl Future<Output = Result<Vec<RecipientOutcome>, SessionError>> + Send;
+    ) -> impl Future<Output = Report> + Send;
 }
 
 impl Courier for Upstream {
@@ -53,13 +59,13 @@ impl Courier for Upstream {
         &self,
         msg: &Outgoing<'_>,
         recipients: &[String],
-    ) -> impl Future<Output = Result<Vec<RecipientOutcome>, SessionError>> + Send {
+    ) -> impl Future<Output = Report> + Send {
         Upstream::deliver(self, msg, recipients)
     }
 }
 
 /// How the scheduler runs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// Retry schedule and maximum age.
     pub policy: RetryPolicy,
@@ -67,20 +73,26 @@ pub struct Settings {
     pub concurrency: usize,
     /// Attempt nothing (`delivery.hold`).
     pub hold: bool,
+    /// Who is told about failed mail (`delivery.bounce`).
+    pub bounce: crate::bounce::BounceTo,
+    /// The relay's name (for DSNs).
+    pub hostname: String,
 }
 
-/// Why delivery is paused.
-struct Pause {
+/// Delivery is paused.
+struct Paused {
     until: Instant,
+    /// Pauses in a row (sets the backoff).
     failures: u32,
+    kind: PauseKind,
 }
 
 struct Scheduler<C: Courier> {
     ctx: Arc<attempt::Ctx<C>>,
     settings: Settings,
     due: BTreeSet<(Instant, QueueId)>,
-    running: JoinSet<(QueueId, Report)>,
-    pause: Option<Pause>,
+    running: JoinSet<(QueueId, AttemptReport)>,
+    pause: Option<Paused>,
 }
 
 /// Runs the scheduler until `cancel` fires and the attempts in flight have finished.
@@ -97,6 +109,8 @@ pub async fn run<C: Courier>(
             spool,
             courier,
             policy: settings.policy,
+            bounce: settings.bounce.clone(),
+            hostname: settings.hostname.clone(),
         }),
         settings,
         due: BTreeSet::new(),
@@ -186,7 +200,7 @@ impl<C: Courier> Scheduler<C> {
         self.due.first().map(|&(at, _)| at)
     }
 
-    fn handle(&mut self, done: Result<(QueueId, Report), tokio::task::JoinError>) {
+    fn handle(&mut self, done: Result<(QueueId, AttemptReport), tokio::task::JoinError>) {
         let (id, report) = match done {
             Ok(done) => done,
             Err(e) => {
@@ -201,21 +215,31 @@ impl<C: Courier> Scheduler<C> {
         }
         match report.next {
             Next::Done => {}
-            Next::At(at) => self.schedule(id, at),
-            Next::Pause { at, error } => {
+            Next::At { at, .. } => self.schedule(id, at),
+            Next::Pause { at, pause, .. } => {
                 self.schedule(id, at);
-                let until = instant_of(at);
                 let failures = self.pause.as_ref().map_or(0, |p| p.failures) + 1;
-                if self.pause.is_none() {
-                    events::upstream_paused(&error.to_string(), at);
+                if self.pause.as_ref().is_none_or(|p| p.kind != pause.kind) {
+                    events::upstream_paused(&pause.to_string(), at);
+                    match pause.kind {
+                        PauseKind::Credentials => tracing::error!(
+                            "the upstream refuses the relay's login or account: check \
+                             upstream.username and the app password; mail stays queued and is \
+                             sent once the login works"
+                        ),
+                        PauseKind::Quota => tracing::error!(
+                            "the Gmail account's sending limit is reached; mail stays queued \
+                             and is sent when the limit allows (probing every \
+                             delivery.quota_pause)"
+                        ),
+                        PauseKind::Unreachable => {}
+                    }
                 }
-                if let SessionError::Login(_) = error {
-                    tracing::error!(
-                        "the upstream refuses the relay's login: check upstream.username and the \
-                         app password; mail stays queued and is sent once the login works"
-                    );
-                }
-                self.pause = Some(Pause { until, failures });
+                self.pause = Some(Paused {
+                    until: instant_of(at),
+                    failures,
+                    kind: pause.kind,
+                });
             }
         }
     }

@@ -7,7 +7,13 @@ use std::time::Duration;
 use super::*;
 use crate::spool::{Envelope, Opened};
 
-type Answer = Result<Vec<RecipientOutcome>, SessionError>;
+/// What the scripted courier answers: these outcomes, or a pause of this kind.
+enum Answer {
+    Outcomes(Vec<RecipientOutcome>),
+    Pause(PauseKind),
+}
+
+use crate::delivery::{Pause, RecipientOutcome};
 
 /// A courier that answers from a script and records when it was called.
 #[derive(Default)]
@@ -25,17 +31,31 @@ impl Courier for Arc<Scripted> {
         &self,
         _msg: &Outgoing<'_>,
         recipients: &[String],
-    ) -> impl Future<Output = Answer> + Send {
+    ) -> impl Future<Output = Report> + Send {
         self.calls
             .lock()
             .unwrap()
             .push((Instant::now(), recipients.to_vec()));
-        let answer = self.answers.lock().unwrap().pop_front().unwrap_or_else(|| {
-            Ok(recipients
-                .iter()
-                .map(|_| RecipientOutcome::Delivered("250 2.0.0 OK".into()))
-                .collect())
-        });
+        let answer = match self.answers.lock().unwrap().pop_front() {
+            Some(Answer::Outcomes(outcomes)) => Report {
+                outcomes,
+                pause: None,
+            },
+            Some(Answer::Pause(kind)) => Report::paused(
+                recipients.len(),
+                Pause {
+                    kind,
+                    reason: format!("scripted {kind:?}"),
+                },
+            ),
+            None => Report {
+                outcomes: recipients
+                    .iter()
+                    .map(|_| RecipientOutcome::Delivered("250 2.0.0 OK".into()))
+                    .collect(),
+                pause: None,
+            },
+        };
         let this = self.clone();
         async move {
             use std::sync::atomic::Ordering::SeqCst;
@@ -109,9 +129,14 @@ async fn harness_with(
             min: MIN,
             max: MAX,
             max_age: Duration::from_secs(5 * 86400),
+            auth_pause_min: MIN,
+            auth_pause_max: Duration::from_secs(1800),
+            quota_pause: MAX,
         },
         concurrency,
         hold,
+        bounce: crate::bounce::BounceTo::Nobody,
+        hostname: "relay.test".into(),
     };
     let task = tokio::spawn(run(
         spool.clone(),
@@ -160,9 +185,10 @@ fn now() -> SystemTime {
 #[tokio::test(start_paused = true)]
 async fn a_temporary_failure_is_retried_after_retry_min_then_delivered() {
     let h = harness(&[(&["a@x.test"], now())], 2, false).await;
-    h.courier.then(Ok(vec![RecipientOutcome::Deferred(
-        "451 4.3.0 try later".into(),
-    )]));
+    h.courier
+        .then(Answer::Outcomes(vec![RecipientOutcome::Deferred(
+            "451 4.3.0 try later".into(),
+        )]));
     h.settle().await;
     assert_eq!(h.courier.calls(), 1);
     let state = h.files("queue");
@@ -180,7 +206,7 @@ async fn a_temporary_failure_is_retried_after_retry_min_then_delivered() {
 #[tokio::test(start_paused = true)]
 async fn only_pending_recipients_are_retried() {
     let h = harness(&[(&["a@x.test", "b@x.test", "c@x.test"], now())], 2, false).await;
-    h.courier.then(Ok(vec![
+    h.courier.then(Answer::Outcomes(vec![
         RecipientOutcome::Delivered("250 ok".into()),
         RecipientOutcome::Deferred("450 4.2.1 slow down".into()),
         RecipientOutcome::Failed("550 5.1.1 no such user".into()),
@@ -200,10 +226,8 @@ async fn only_pending_recipients_are_retried() {
 async fn no_session_pauses_everything_then_one_probe_then_full_speed() {
     let msgs: Vec<(&[&str], SystemTime)> = (0..5).map(|_| (&["a@x.test"][..], now())).collect();
     let h = harness(&msgs, 1, false).await;
-    h.courier
-        .then(Err(SessionError::Unavailable("connection refused".into())));
-    h.courier
-        .then(Err(SessionError::Unavailable("connection refused".into())));
+    h.courier.then(Answer::Pause(PauseKind::Unreachable));
+    h.courier.then(Answer::Pause(PauseKind::Unreachable));
     h.settle().await;
     assert_eq!(h.courier.calls(), 1, "the first failure pauses delivery");
     assert_eq!(
@@ -248,9 +272,7 @@ async fn no_session_pauses_everything_then_one_probe_then_full_speed() {
 async fn a_refused_login_never_fails_or_expires_a_message() {
     let old = now() - Duration::from_secs(6 * 86400);
     let h = harness(&[(&["a@x.test"], old)], 1, false).await;
-    h.courier.then(Err(SessionError::Login(
-        "535 5.7.8 Username and Password not accepted".into(),
-    )));
+    h.courier.then(Answer::Pause(PauseKind::Credentials));
     h.settle().await;
     assert_eq!(h.courier.calls(), 1);
     assert!(
@@ -271,9 +293,10 @@ async fn a_refused_login_never_fails_or_expires_a_message() {
 async fn a_message_older_than_max_age_fails_on_its_next_temporary_failure() {
     let old = now() - Duration::from_secs(6 * 86400);
     let h = harness(&[(&["a@x.test"], old)], 1, false).await;
-    h.courier.then(Ok(vec![RecipientOutcome::Deferred(
-        "451 4.3.0 later".into(),
-    )]));
+    h.courier
+        .then(Answer::Outcomes(vec![RecipientOutcome::Deferred(
+            "451 4.3.0 later".into(),
+        )]));
     h.settle().await;
     assert!(h.files("queue").is_empty());
     let failed = h.files("failed");

@@ -44,6 +44,22 @@ pub struct Script {
     pub rcpt_replies: HashMap<String, String>,
     /// The AUTH mechanisms advertised after TLS (default `LOGIN PLAIN XOAUTH2`).
     pub auth_mechanisms: Option<&'static str>,
+    /// Greetings for the next connections instead of 220; a 4xx/5xx one is followed by close.
+    pub greetings: VecDeque<String>,
+    /// Replies to the next AUTH attempts instead of checking the credentials.
+    pub auth_replies: VecDeque<String>,
+    /// The next this many connections are accepted and then get no byte at all.
+    pub stall: usize,
+    /// The next this many connections (implicit TLS) get garbage instead of a TLS handshake.
+    pub tls_garbage: usize,
+    /// RCPTs beyond this many in one transaction get `452 4.5.3`.
+    pub max_rcpt_per_tx: Option<usize>,
+    /// The next this many DATA phases are cut off: the connection drops after the first line.
+    pub drop_in_data: usize,
+    /// A connection silent this long gets `451 4.4.2 Timeout - closing connection` and is closed.
+    pub idle_close: Option<Duration>,
+    /// The SIZE advertised in EHLO (default 35882577).
+    pub size: Option<usize>,
 }
 
 /// A message the fake upstream accepted.
@@ -60,6 +76,7 @@ pub struct Received {
 pub struct Record {
     pub messages: Vec<Received>,
     pub connections: usize,
+    /// Every AUTH command, successful or not.
     pub auth_attempts: usize,
     pub mechanisms: Vec<String>,
     /// Every command line, in order, across connections.
@@ -73,7 +90,8 @@ pub struct FakeUpstream {
     pub ca_file: PathBuf,
     _dir: tempfile::TempDir,
     state: Arc<Shared>,
-    task: tokio::task::JoinHandle<()>,
+    acceptor: TlsAcceptor,
+    task: Mutex<tokio::task::JoinHandle<()>>,
 }
 
 struct Shared {
@@ -84,60 +102,49 @@ struct Shared {
 
 impl FakeUpstream {
     pub async fn start(mode: Mode, script: Script) -> FakeUpstream {
-        Self::start_on(0, mode, script, PathBuf::new()).await
-    }
-
-    /// Starts on a given port (0: any), reusing the CA of an earlier instance when `ca_file`
-    /// is given, so a relay configured for that one trusts this one.
-    pub async fn start_on(port: u16, mode: Mode, script: Script, ca_file: PathBuf) -> FakeUpstream {
         let dir = tempfile::tempdir().unwrap();
         let (acceptor, ca_pem) = tls_acceptor();
-        let ca_file = if ca_file.as_os_str().is_empty() {
-            dir.path().join("ca.pem")
-        } else {
-            ca_file
-        };
+        let ca_file = dir.path().join("ca.pem");
         std::fs::write(&ca_file, ca_pem).unwrap();
-        // A stopped instance releases its port when its task is dropped; allow for that.
-        let mut tries = 0;
-        let listener = loop {
-            match TcpListener::bind(("127.0.0.1", port)).await {
-                Ok(l) => break l,
-                Err(e) if tries < 100 => {
-                    tries += 1;
-                    let _ = e;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => panic!("cannot bind 127.0.0.1:{port}: {e}"),
-            }
-        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Shared {
             script: Mutex::new(script),
             record: Mutex::new(Record::default()),
             count: watch::channel(0).0,
         });
-        let shared = state.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    return;
-                };
-                let (shared, acceptor) = (shared.clone(), acceptor.clone());
-                tokio::spawn(async move {
-                    shared.record.lock().unwrap().connections += 1;
-                    let _ = serve(tcp, mode, acceptor, &shared).await;
-                });
-            }
-        });
+        let task = accept_loop(listener, mode, acceptor.clone(), state.clone());
         FakeUpstream {
             addr,
             mode,
             ca_file,
             _dir: dir,
             state,
-            task,
+            acceptor,
+            task: Mutex::new(task),
         }
+    }
+
+    /// Listens again on the same port, with the same certificate and record, after [`stop`].
+    pub async fn resume(&self) {
+        let mut tries = 0;
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(_) if tries < 100 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("cannot bind {} again: {e}", self.addr),
+            }
+        };
+        let task = accept_loop(
+            listener,
+            self.mode,
+            self.acceptor.clone(),
+            self.state.clone(),
+        );
+        *self.task.lock().unwrap() = task;
     }
 
     /// Changes the script for the commands still to come.
@@ -147,6 +154,16 @@ impl FakeUpstream {
 
     pub fn record<T>(&self, f: impl FnOnce(&Record) -> T) -> T {
         f(&self.state.record.lock().unwrap())
+    }
+
+    /// How many commands starting with `verb` (e.g. "MAIL", "AUTH") it has seen.
+    pub fn count(&self, verb: &str) -> usize {
+        self.record(|r| {
+            r.commands
+                .iter()
+                .filter(|c| c.to_ascii_uppercase().starts_with(verb))
+                .count()
+        })
     }
 
     pub fn messages(&self) -> Vec<Received> {
@@ -168,14 +185,34 @@ impl FakeUpstream {
 
     /// Stops accepting connections (the port then refuses).
     pub fn stop(&self) {
-        self.task.abort();
+        self.task.lock().unwrap().abort();
     }
 }
 
 impl Drop for FakeUpstream {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop();
     }
+}
+
+fn accept_loop(
+    listener: TcpListener,
+    mode: Mode,
+    acceptor: TlsAcceptor,
+    shared: Arc<Shared>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (shared, acceptor) = (shared.clone(), acceptor.clone());
+            tokio::spawn(async move {
+                shared.record.lock().unwrap().connections += 1;
+                let _ = serve(tcp, mode, acceptor, &shared).await;
+            });
+        }
+    })
 }
 
 /// A CA, and a certificate for 127.0.0.1 and localhost signed by it.
@@ -301,12 +338,35 @@ impl Conn {
     }
 }
 
+/// Takes one unit of a "next N connections" counter.
+fn take(counter: &mut usize) -> bool {
+    let hit = *counter > 0;
+    *counter = counter.saturating_sub(1);
+    hit
+}
+
 async fn serve(
-    tcp: TcpStream,
+    mut tcp: TcpStream,
     mode: Mode,
     acceptor: TlsAcceptor,
     shared: &Shared,
 ) -> io::Result<()> {
+    let (stall, garbage, greeting) = {
+        let mut script = shared.script.lock().unwrap();
+        let stall = take(&mut script.stall);
+        let garbage = mode == Mode::Implicit && take(&mut script.tls_garbage);
+        (stall, garbage, script.greetings.pop_front())
+    };
+    if stall {
+        // Hold the socket without a word until the client gives up.
+        let mut sink = [0u8; 1024];
+        while tcp.read(&mut sink).await? > 0 {}
+        return Ok(());
+    }
+    if garbage {
+        tcp.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await?;
+        return Ok(());
+    }
     let io = match mode {
         Mode::Implicit => Io::Tls(Box::new(acceptor.accept(tcp).await?)),
         Mode::StartTls => Io::Plain(tcp),
@@ -319,17 +379,38 @@ async fn serve(
     let mut user: Option<String> = None;
     let mut from = String::new();
     let mut to: Vec<String> = Vec::new();
-    c.reply("220 fake.gmail ESMTP ready").await?;
-    while let Some(line) = c.line().await? {
+    match greeting {
+        Some(g) if !g.starts_with("220") => {
+            c.reply(&g).await?;
+            return Ok(());
+        }
+        Some(g) => c.reply(&g).await?,
+        None => c.reply("220 fake.gmail ESMTP ready").await?,
+    }
+    loop {
+        let idle_close = shared.script.lock().unwrap().idle_close;
+        let line = match idle_close {
+            Some(limit) => match tokio::time::timeout(limit, c.line()).await {
+                Ok(line) => line?,
+                Err(_) => {
+                    c.reply("451 4.4.2 Timeout - closing connection. - gsmtp")
+                        .await?;
+                    return Ok(());
+                }
+            },
+            None => c.line().await?,
+        };
+        let Some(line) = line else { break };
         shared.record.lock().unwrap().commands.push(line.clone());
         let upper = line.to_ascii_uppercase();
         let verb = upper.split_whitespace().next().unwrap_or("").to_string();
         match verb.as_str() {
             "EHLO" | "HELO" => {
                 let offer_starttls = !tls && !shared.script.lock().unwrap().no_starttls;
+                let size = shared.script.lock().unwrap().size.unwrap_or(35_882_577);
                 let mut lines = vec![
                     "250-fake.gmail at your service".to_string(),
-                    "250-SIZE 35882577".into(),
+                    format!("250-SIZE {size}"),
                     "250-8BITMIME".into(),
                 ];
                 if offer_starttls {
@@ -409,7 +490,10 @@ async fn serve(
                         continue;
                     }
                 };
-                if u == USER && p == PASSWORD {
+                let scripted = shared.script.lock().unwrap().auth_replies.pop_front();
+                if let Some(reply) = scripted {
+                    c.reply(&reply).await?;
+                } else if u == USER && p == PASSWORD {
                     user = Some(u);
                     c.reply("235 2.7.0 Accepted").await?;
                 } else {
@@ -427,13 +511,18 @@ async fn serve(
             }
             "RCPT" => {
                 let addr = between_brackets(&line);
-                let scripted = shared
-                    .script
-                    .lock()
-                    .unwrap()
-                    .rcpt_replies
-                    .get(&addr)
-                    .cloned();
+                let (scripted, max) = {
+                    let script = shared.script.lock().unwrap();
+                    (
+                        script.rcpt_replies.get(&addr).cloned(),
+                        script.max_rcpt_per_tx,
+                    )
+                };
+                if max.is_some_and(|max| to.len() >= max) {
+                    c.reply("452 4.5.3 Your message has too many recipients. - gsmtp")
+                        .await?;
+                    continue;
+                }
                 match scripted {
                     Some(reply) => c.reply(&reply).await?,
                     None => {
@@ -448,11 +537,19 @@ async fn serve(
                     continue;
                 }
                 c.reply("354  Go ahead").await?;
+                if take(&mut shared.script.lock().unwrap().drop_in_data) {
+                    let _ = c.line().await?;
+                    return Ok(()); // dropped mid-DATA
+                }
                 let Some(data) = c.data().await? else {
                     return Ok(());
                 };
                 let scripted = shared.script.lock().unwrap().data_replies.pop_front();
                 match scripted {
+                    Some(reply) if reply.starts_with("421") => {
+                        c.reply(&reply).await?;
+                        return Ok(());
+                    }
                     Some(reply) => c.reply(&reply).await?,
                     None => {
                         let n = {
