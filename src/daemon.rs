@@ -102,6 +102,9 @@ impl Daemon {
             hold: config.delivery.hold,
             bounce: config.delivery.bounce.clone(),
             hostname: config.listen.hostname.clone(),
+            max_per_minute: config.delivery.max_per_minute,
+            max_per_day: config.delivery.max_per_day,
+            rewrite: config.rewrite.clone(),
         };
         tracker.spawn(scheduler::run(
             opened.spool.clone(),

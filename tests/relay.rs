@@ -377,3 +377,25 @@ async fn lines_starting_with_dots_reach_the_upstream_byte_exact() {
     );
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn rewrites_to_the_account_when_asked() {
+    let up = FakeUpstream::start(Mode::StartTls, Script::default()).await;
+    let cfg = format!(
+        "{}\n[rewrite]\nenvelope_from = \"account\"\nheader_from = \"account\"\n",
+        config_for(&up, "")
+    );
+    let mut relay = TestRelay::start(&cfg).await;
+    let msg = b"From: \"Printer 3F\" <printer@lan.test>\r\nSubject: scan\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <s@lan>\r\n\r\nscan\r\n";
+    submit(relay.addr(), "printer@lan.test", &["a@example.com"], msg).await;
+    let got = up.wait_for(1, WAIT).await;
+    assert_eq!(got[0].from, USER, "envelope sender is the account");
+    let text = String::from_utf8_lossy(without_trace_header(&got[0].data)).to_string();
+    assert!(
+        text.starts_with(&format!(
+            "From: \"Printer 3F\" <{USER}>\r\nReply-To: \"Printer 3F\" <printer@lan.test>\r\nSubject: scan\r\n"
+        )),
+        "{text}"
+    );
+    relay.stop().await;
+}

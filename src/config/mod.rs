@@ -36,6 +36,8 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// `[delivery]`: switches for the delivery side.
     pub delivery: DeliveryConfig,
+    /// `[rewrite]`: optional sender rewrites for Gmail (the account is `upstream.username`).
+    pub rewrite: crate::delivery::Rewrite,
     /// `[log]`: log level and format.
     pub log: LogConfig,
 }
@@ -242,6 +244,10 @@ pub struct DeliveryConfig {
     pub quota_pause: Duration,
     /// Who is told when mail fails (`delivery.bounce`, `delivery.postmaster`).
     pub bounce: crate::bounce::BounceTo,
+    /// Most recipients delivered per rolling minute.
+    pub max_per_minute: Option<u32>,
+    /// Most recipients delivered per rolling 24 hours.
+    pub max_per_day: Option<u32>,
 }
 
 /// Log output format.

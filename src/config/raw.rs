@@ -18,7 +18,16 @@ pub(super) struct Raw {
     #[serde(default)]
     pub delivery: RawDelivery,
     #[serde(default)]
+    pub rewrite: RawRewrite,
+    #[serde(default)]
     pub log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRewrite {
+    pub envelope_from: Option<String>,
+    pub header_from: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -116,6 +125,8 @@ pub(super) struct RawDelivery {
     pub quota_pause: Option<String>,
     pub bounce: Option<String>,
     pub postmaster: Option<String>,
+    pub max_per_minute: Option<u64>,
+    pub max_per_day: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -14,6 +14,7 @@ use super::{
 };
 use crate::auth::{Credentials, Secret, Users};
 use crate::bounce::BounceTo;
+use crate::delivery::Rewrite;
 
 /// `(key, message)`: what [`super::ConfigError::Invalid`] is built from.
 pub(super) type Invalid = (String, String);
@@ -27,10 +28,17 @@ fn invalid<T>(key: &str, message: impl Into<String>) -> Result<T> {
 pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 35_882_577;
 
 pub(super) fn validate(raw: Raw, base: &Path) -> Result<Config> {
+    let upstream = upstream(raw.upstream, base)?;
+    let rewrite = Rewrite {
+        envelope_from: keep_or_account("rewrite.envelope_from", raw.rewrite.envelope_from)?,
+        header_from: keep_or_account("rewrite.header_from", raw.rewrite.header_from)?,
+        account: upstream.credentials.username().to_owned(),
+    };
     Ok(Config {
         listen: listen(raw.listen, base)?,
         queue: queue(raw.queue, base)?,
-        upstream: upstream(raw.upstream, base)?,
+        upstream,
+        rewrite,
         delivery: delivery(raw.delivery)?,
         log: log(raw.log)?,
     })
@@ -427,6 +435,8 @@ fn delivery(raw: RawDelivery) -> Result<DeliveryConfig> {
         auth_pause_max,
         quota_pause: duration("delivery.quota_pause", raw.quota_pause, "1h")?,
         bounce,
+        max_per_minute: rate("delivery.max_per_minute", raw.max_per_minute)?,
+        max_per_day: rate("delivery.max_per_day", raw.max_per_day)?,
     })
 }
 
@@ -449,6 +459,29 @@ fn log(raw: RawLog) -> Result<LogConfig> {
         );
     }
     Ok(LogConfig { level, format })
+}
+
+/// `"keep"` (default) or `"account"`.
+fn keep_or_account(key: &str, value: Option<String>) -> Result<bool> {
+    match value.as_deref().map(str::trim) {
+        None | Some("keep") => Ok(false),
+        Some("account") => Ok(true),
+        Some(other) => invalid(
+            key,
+            format!("{other:?} is not one of \"keep\" or \"account\""),
+        ),
+    }
+}
+
+/// An optional positive limit that fits in 32 bits.
+fn rate(key: &str, value: Option<u64>) -> Result<Option<u32>> {
+    match value {
+        None => Ok(None),
+        Some(0) => invalid(key, "must be greater than 0 (leave it out for no limit)"),
+        Some(v) => u32::try_from(v)
+            .map(Some)
+            .or_else(|_| invalid(key, format!("{v} is too large"))),
+    }
 }
 
 fn positive(key: &str, value: u64) -> Result<usize> {

@@ -16,10 +16,12 @@
 //! decides no timing: the scheduler does both.
 //!
 //! - `tls`: trust anchors and TLS setup; `connection`: opening an authenticated connection;
-//!   `transaction`: MAIL/RCPT/DATA; `classify`: what a reply means.
+//!   `transaction`: MAIL/RCPT/DATA; `classify`: what a reply means; `rewrite`: the optional
+//!   sender rewrites for Gmail.
 
 mod classify;
 mod connection;
+mod rewrite;
 mod tls;
 mod transaction;
 
@@ -31,6 +33,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use classify::{Class, Stage, classify};
+pub use rewrite::Rewrite;
 pub use tls::TlsSetupError;
 
 use crate::config::UpstreamConfig;

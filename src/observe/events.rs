@@ -62,6 +62,11 @@ pub fn upstream_paused(reason: &str, until: SystemTime) {
     warn!(target: TARGET, reason, until = %when(until), "upstream paused");
 }
 
+/// The send budget (`delivery.max_per_minute` / `max_per_day`) is spent until `until`.
+pub fn budget_spent(until: SystemTime) {
+    info!(target: TARGET, until = %when(until), "send budget spent; waiting");
+}
+
 /// Delivery resumed after a pause.
 pub fn upstream_resumed() {
     info!(target: TARGET, "upstream resumed");

@@ -46,6 +46,10 @@ pub struct Ctx<C> {
     pub bounce: BounceTo,
     /// The relay's name, for DSNs.
     pub hostname: String,
+    /// Wall-clock time, consistent with the scheduler's timers.
+    pub clock: super::Clock,
+    /// Sender rewrites applied to the copy sent upstream.
+    pub rewrite: crate::delivery::Rewrite,
 }
 
 /// Runs one attempt. `pauses` is how many pauses in a row preceded it, which sets the backoff
@@ -74,10 +78,10 @@ async fn attempt<C: Courier>(
             let reason = e.to_string();
             return match ctx.spool.quarantine(id, &reason).await {
                 Ok(()) => Next::Done,
-                Err(e) => retry_later_after_disk_error(&ctx.policy, &id_text, &e),
+                Err(e) => retry_later_after_disk_error(ctx, &id_text, &e),
             };
         }
-        Err(e) => return retry_later_after_disk_error(&ctx.policy, &id_text, &e),
+        Err(e) => return retry_later_after_disk_error(ctx, &id_text, &e),
     };
     let mut state = msg.state.clone();
     let pending: Vec<String> = state.pending().map(|r| r.address.clone()).collect();
@@ -85,15 +89,16 @@ async fn attempt<C: Courier>(
         // Settled before a crash cut the bookkeeping short; finish it.
         return finish(ctx, &msg, state).await;
     }
+    let rewritten = ctx.rewrite.message(&msg.body);
     let outgoing = Outgoing::new(
-        &msg.envelope.sender,
-        &msg.body,
+        ctx.rewrite.sender(&msg.envelope.sender),
+        rewritten.as_deref().unwrap_or(&msg.body),
         msg.envelope.eight_bit_mime,
         msg.envelope.smtputf8,
     );
     state.attempts += 1;
     let result = ctx.courier.deliver(&outgoing, &pending).await;
-    let now = SystemTime::now();
+    let now = ctx.clock.now();
     let expires = ctx.policy.expires(msg.envelope.received_at);
     report.reached_upstream = result.reached_upstream();
 
@@ -216,7 +221,7 @@ async fn finish<C: Courier>(ctx: &Ctx<C>, msg: &Message, mut state: DeliveryStat
 
 /// Queues a DSN about `msg` to `to`, with the null sender (so it is never bounced itself).
 async fn bounce<C: Courier>(ctx: &Ctx<C>, msg: &Message, failed: &[Failed<'_>], to: &str) {
-    let now = SystemTime::now();
+    let now = ctx.clock.now();
     let id_text = msg.id.to_string();
     let dsn = bounce::build(&bounce::Report {
         hostname: &ctx.hostname,
@@ -275,10 +280,10 @@ async fn save(spool: &Spool, id: QueueId, state: &DeliveryState) {
     }
 }
 
-fn retry_later_after_disk_error(policy: &RetryPolicy, id: &str, e: &SpoolError) -> Next {
+fn retry_later_after_disk_error<C: Courier>(ctx: &Ctx<C>, id: &str, e: &SpoolError) -> Next {
     tracing::error!(id, error = %e, "cannot read the queued message; will try again later");
     Next::At {
-        at: SystemTime::now() + policy.max,
+        at: ctx.clock.now() + ctx.policy.max,
         pending: 1,
     }
 }

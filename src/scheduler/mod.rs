@@ -25,9 +25,10 @@
 //! bounded by the upstream timeouts; the daemon's grace period bounds the whole).
 
 mod attempt;
+mod budget;
 mod retry;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -77,6 +78,12 @@ pub struct Settings {
     pub bounce: crate::bounce::BounceTo,
     /// The relay's name (for DSNs).
     pub hostname: String,
+    /// Most recipients per rolling minute (`delivery.max_per_minute`).
+    pub max_per_minute: Option<u32>,
+    /// Most recipients per rolling 24 hours (`delivery.max_per_day`).
+    pub max_per_day: Option<u32>,
+    /// Sender rewrites for Gmail (`[rewrite]`).
+    pub rewrite: crate::delivery::Rewrite,
 }
 
 /// Delivery is paused.
@@ -93,6 +100,13 @@ struct Scheduler<C: Courier> {
     due: BTreeSet<(Instant, QueueId)>,
     running: JoinSet<(QueueId, AttemptReport)>,
     pause: Option<Paused>,
+    /// Recipients each due message still has (its cost against the budget).
+    cost: HashMap<QueueId, usize>,
+    budget: budget::Budget,
+    /// Dispatch waits for the send budget until then.
+    budget_wait: Option<Instant>,
+    /// Recipients of attempts in flight, counted against the budget until they report.
+    reserved: HashMap<QueueId, u32>,
 }
 
 /// Runs the scheduler until `cancel` fires and the attempts in flight have finished.
@@ -104,6 +118,12 @@ pub async fn run<C: Courier>(
     mut committed: mpsc::UnboundedReceiver<QueuedMessage>,
     cancel: CancellationToken,
 ) {
+    let saved = spool.load_budget().await;
+    let budget = budget::Budget::new(
+        settings.max_per_minute,
+        settings.max_per_day,
+        saved.as_deref(),
+    );
     let mut s = Scheduler {
         ctx: Arc::new(attempt::Ctx {
             spool,
@@ -111,27 +131,33 @@ pub async fn run<C: Courier>(
             policy: settings.policy,
             bounce: settings.bounce.clone(),
             hostname: settings.hostname.clone(),
+            clock: Clock::start(),
+            rewrite: settings.rewrite.clone(),
         }),
         settings,
         due: BTreeSet::new(),
         running: JoinSet::new(),
         pause: None,
+        cost: HashMap::new(),
+        budget,
+        budget_wait: None,
+        reserved: HashMap::new(),
     };
     for q in recovered {
-        s.schedule(q.id, q.next_attempt);
+        s.schedule(q.id, q.next_attempt, q.pending);
     }
     loop {
         s.dispatch();
         let wake = s.next_wake();
         tokio::select! {
             _ = cancel.cancelled() => break,
-            Some(q) = committed.recv() => s.schedule(q.id, q.next_attempt),
-            Some(done) = s.running.join_next(), if !s.running.is_empty() => s.handle(done),
+            Some(q) = committed.recv() => s.schedule(q.id, q.next_attempt, q.pending),
+            Some(done) = s.running.join_next(), if !s.running.is_empty() => s.handle(done).await,
             _ = sleep_until(wake), if wake.is_some() => {}
         }
     }
     while let Some(done) = s.running.join_next().await {
-        s.handle(done);
+        s.handle(done).await;
     }
 }
 
@@ -141,18 +167,43 @@ async fn sleep_until(t: Option<Instant>) {
     }
 }
 
-/// The monotonic instant for a wall-clock time (now, if it is in the past).
-fn instant_of(t: SystemTime) -> Instant {
-    let now = Instant::now();
-    match t.duration_since(SystemTime::now()) {
-        Ok(ahead) => now + ahead,
-        Err(_) => now,
+/// The scheduler's clock: wall-clock times (which the spool records) read off tokio's
+/// monotonic clock from one anchor, so that the two never disagree within a run, and tests in
+/// paused tokio time see wall-clock time move with it.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    wall: SystemTime,
+    mono: Instant,
+}
+
+impl Clock {
+    /// Anchored now.
+    pub fn start() -> Clock {
+        Clock {
+            wall: SystemTime::now(),
+            mono: Instant::now(),
+        }
+    }
+
+    /// The current wall-clock time.
+    pub fn now(&self) -> SystemTime {
+        self.wall + self.mono.elapsed()
+    }
+
+    /// The monotonic instant for a wall-clock time (now, if it is in the past).
+    pub fn instant_of(&self, t: SystemTime) -> Instant {
+        let now = Instant::now();
+        match t.duration_since(self.now()) {
+            Ok(ahead) => now + ahead,
+            Err(_) => now,
+        }
     }
 }
 
 impl<C: Courier> Scheduler<C> {
-    fn schedule(&mut self, id: QueueId, at: SystemTime) {
-        self.due.insert((instant_of(at), id));
+    fn schedule(&mut self, id: QueueId, at: SystemTime, pending: usize) {
+        self.due.insert((self.ctx.clock.instant_of(at), id));
+        self.cost.insert(id, pending);
     }
 
     /// How many attempts may run now: none on hold or in a pause, one to probe after a pause.
@@ -175,7 +226,25 @@ impl<C: Courier> Scheduler<C> {
             if at > now {
                 break;
             }
+            let cost = self.cost.get(&id).copied().unwrap_or(1) as u32;
+            let in_flight: u32 = self.reserved.values().sum();
+            match self.budget.wait(self.ctx.clock.now(), in_flight, cost) {
+                budget::Wait::Now => self.budget_wait = None,
+                // Woken again when an attempt reports.
+                budget::Wait::InFlight => break,
+                budget::Wait::Until(until) => {
+                    if self.budget_wait.is_none() {
+                        events::budget_spent(until);
+                    }
+                    self.budget_wait = Some(self.ctx.clock.instant_of(until));
+                    break;
+                }
+            }
             self.due.pop_first();
+            self.cost.remove(&id);
+            if self.budget.is_limited() {
+                self.reserved.insert(id, cost);
+            }
             let failures = self.pause.as_ref().map_or(0, |p| p.failures);
             let ctx = self.ctx.clone();
             self.running
@@ -197,10 +266,11 @@ impl<C: Courier> Scheduler<C> {
         if self.running.len() >= self.capacity(now) {
             return None;
         }
-        self.due.first().map(|&(at, _)| at)
+        let due = self.due.first().map(|&(at, _)| at)?;
+        Some(self.budget_wait.map_or(due, |b| due.max(b)))
     }
 
-    fn handle(&mut self, done: Result<(QueueId, AttemptReport), tokio::task::JoinError>) {
+    async fn handle(&mut self, done: Result<(QueueId, AttemptReport), tokio::task::JoinError>) {
         let (id, report) = match done {
             Ok(done) => done,
             Err(e) => {
@@ -213,11 +283,19 @@ impl<C: Courier> Scheduler<C> {
         if report.reached_upstream {
             self.resume();
         }
+        self.reserved.remove(&id);
+        if report.delivered > 0 && self.budget.is_limited() {
+            self.budget
+                .record(self.ctx.clock.now(), report.delivered as u32);
+            if let Err(e) = self.ctx.spool.save_budget(self.budget.save()).await {
+                tracing::warn!(error = %e, "could not record the send budget; a restart may forget recent sends");
+            }
+        }
         match report.next {
             Next::Done => {}
-            Next::At { at, .. } => self.schedule(id, at),
-            Next::Pause { at, pause, .. } => {
-                self.schedule(id, at);
+            Next::At { at, pending } => self.schedule(id, at, pending),
+            Next::Pause { at, pending, pause } => {
+                self.schedule(id, at, pending);
                 let failures = self.pause.as_ref().map_or(0, |p| p.failures) + 1;
                 if self.pause.as_ref().is_none_or(|p| p.kind != pause.kind) {
                     events::upstream_paused(&pause.to_string(), at);
@@ -236,7 +314,7 @@ impl<C: Courier> Scheduler<C> {
                     }
                 }
                 self.pause = Some(Paused {
-                    until: instant_of(at),
+                    until: self.ctx.clock.instant_of(at),
                     failures,
                     kind: pause.kind,
                 });

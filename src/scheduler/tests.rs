@@ -137,6 +137,9 @@ async fn harness_with(
         hold,
         bounce: crate::bounce::BounceTo::Nobody,
         hostname: "relay.test".into(),
+        max_per_minute: None,
+        max_per_day: None,
+        rewrite: Default::default(),
     };
     let task = tokio::spawn(run(
         spool.clone(),
@@ -357,4 +360,105 @@ async fn shutdown_waits_for_attempts_in_flight_and_starts_no_more() {
         "the attempt in flight finished; the rest stay queued"
     );
     h.task.await.unwrap();
+}
+
+/// Starts the scheduler on the spool in `dir` (committing `count` one-recipient messages
+/// first) with a per-minute budget; returns its courier, cancel token and task.
+async fn budgeted(
+    dir: &std::path::Path,
+    count: usize,
+    per_minute: u32,
+) -> (
+    Arc<Scripted>,
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
+    let Opened {
+        spool,
+        recovered,
+        committed,
+    } = Spool::open(dir).unwrap();
+    for _ in 0..count {
+        let envelope = Envelope {
+            sender: "app@example.com".into(),
+            recipients: vec!["a@x.test".into()],
+            received_at: now(),
+            client: "127.0.0.1".parse().unwrap(),
+            helo: "t".into(),
+            eight_bit_mime: false,
+            smtputf8: false,
+        };
+        spool
+            .commit(spool.new_id(), envelope, vec![b"x\r\n".to_vec()])
+            .await
+            .unwrap();
+    }
+    let courier = Arc::new(Scripted::default());
+    let cancel = CancellationToken::new();
+    let settings = Settings {
+        policy: RetryPolicy {
+            min: MIN,
+            max: MAX,
+            max_age: Duration::from_secs(5 * 86400),
+            auth_pause_min: MIN,
+            auth_pause_max: MAX,
+            quota_pause: MAX,
+        },
+        concurrency: 4,
+        hold: false,
+        bounce: crate::bounce::BounceTo::Nobody,
+        hostname: "relay.test".into(),
+        max_per_minute: Some(per_minute),
+        max_per_day: None,
+        rewrite: Default::default(),
+    };
+    let task = tokio::spawn(run(
+        spool,
+        courier.clone(),
+        settings,
+        recovered,
+        committed,
+        cancel.clone(),
+    ));
+    (courier, cancel, task)
+}
+
+async fn settle() {
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_send_budget_makes_messages_wait_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (courier, cancel, task) = budgeted(dir.path(), 5, 2).await;
+    settle().await;
+    assert_eq!(courier.calls(), 2, "two recipients per minute");
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    settle().await;
+    assert_eq!(courier.calls(), 2, "still within the minute");
+    cancel.cancel();
+    task.await.unwrap();
+    let queued = std::fs::read_dir(dir.path().join("queue")).unwrap().count();
+    assert_eq!(queued, 3, "waiting, not failed");
+
+    // A restart does not reset the count. (The new run's clock starts again from the real wall
+    // clock, which paused time did not move, so the minute still has all of its 60 s to run.)
+    let (courier, cancel, task) = budgeted(dir.path(), 0, 2).await;
+    settle().await;
+    assert_eq!(courier.calls(), 0, "the budget was remembered");
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    settle().await;
+    assert_eq!(courier.calls(), 2);
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    settle().await;
+    assert_eq!(courier.calls(), 3);
+    cancel.cancel();
+    task.await.unwrap();
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("queue")).unwrap().count(),
+        0
+    );
 }

@@ -8,6 +8,7 @@
 //! queue/<id>.msg   a committed message: envelope header line + body (see `format`)
 //! queue/<id>.state its delivery state, once it has been tried (replaced atomically)
 //! failed/<id>.*    messages given up on, or found unreadable, with the reason in the state
+//! rate.json        recent sends, when delivery.max_per_minute / max_per_day are set
 //! ```
 //!
 //! Directories are 0700 and files 0600.
@@ -61,6 +62,8 @@ pub struct QueuedMessage {
     pub received_at: SystemTime,
     /// When it is due.
     pub next_attempt: SystemTime,
+    /// Recipients still to deliver (what the next attempt costs against the send budget).
+    pub pending: usize,
 }
 
 /// A queued message read back for an attempt.
@@ -240,6 +243,7 @@ impl Spool {
             id,
             received_at: envelope.received_at,
             next_attempt: envelope.received_at,
+            pending: envelope.recipients.len(),
         });
         Ok(())
     }
@@ -296,6 +300,22 @@ impl Spool {
         self.save_state(id, state).await?;
         let this = self.clone();
         blocking(move || this.move_to_failed(id)).await
+    }
+
+    /// The send budget's record (`rate.json`), if there is one.
+    pub async fn load_budget(&self) -> Option<Vec<u8>> {
+        let path = self.inner.root.join("rate.json");
+        tokio::task::spawn_blocking(move || std::fs::read(path).ok())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Replaces the send budget's record, atomically.
+    pub async fn save_budget(&self, bytes: Vec<u8>) -> Result<(), SpoolError> {
+        let tmp = self.inner.tmp.join("rate.json");
+        let dest = self.inner.root.join("rate.json");
+        blocking(move || fsio::replace(&tmp, &dest, &bytes).map_err(io_err("write", &dest))).await
     }
 
     /// Moves a message that cannot be sent as it is (unreadable file or state) to the failed

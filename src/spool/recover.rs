@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
-use super::format::{self, DeliveryState};
+use super::format;
 use super::{QueueId, QueuedMessage, Spool, SpoolError, fsio, io_err, read_state};
 
 /// Longest header line accepted (1000 recipients of 256 bytes fit many times over).
@@ -85,13 +85,15 @@ fn check(spool: &Spool, id: QueueId, has_state: bool) -> Result<QueuedMessage, S
     } else {
         None
     };
-    let next_attempt = state
-        .map(|s: DeliveryState| s.next_attempt)
-        .unwrap_or(envelope.received_at);
+    let (next_attempt, pending) = match state {
+        Some(s) => (s.next_attempt, s.pending().count()),
+        None => (envelope.received_at, envelope.recipients.len()),
+    };
     Ok(QueuedMessage {
         id,
         received_at: envelope.received_at,
         next_attempt,
+        pending,
     })
 }
 

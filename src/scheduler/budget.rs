@@ -1,0 +1,195 @@
+//! The send budget: `delivery.max_per_minute` and `delivery.max_per_day`, counted in
+//! recipients the upstream accepted, over rolling windows (the last 60 seconds, the last 24
+//! hours), as Gmail counts its sending limits.
+//!
+//! When the budget is spent, messages wait; they never fail for it. The record of recent sends
+//! is kept in the spool (`rate.json`), so a restart does not reset the day's count. Pure apart
+//! from that: times come in as arguments.
+
+use std::collections::VecDeque;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+const MINUTE: u64 = 60;
+const DAY: u64 = 86_400;
+
+/// Recent sends and the limits they count against.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Budget {
+    per_minute: Option<u32>,
+    per_day: Option<u32>,
+    /// (unix second, recipients accepted in that second), oldest first, at most a day old.
+    sends: VecDeque<(u64, u32)>,
+}
+
+/// When the next message may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Now.
+    Now,
+    /// At this time, when older sends leave the window.
+    Until(SystemTime),
+    /// When the attempts in flight have reported.
+    InFlight,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    sends: Vec<(u64, u32)>,
+}
+
+fn secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Budget {
+    /// A budget with these limits (`None`: no limit), resuming from `saved` (a previous
+    /// [`Budget::save`]) if given and readable.
+    pub fn new(per_minute: Option<u32>, per_day: Option<u32>, saved: Option<&[u8]>) -> Budget {
+        let sends = saved
+            .and_then(|bytes| serde_json::from_slice::<Saved>(bytes).ok())
+            .map(|s| s.sends.into_iter().collect())
+            .unwrap_or_default();
+        Budget {
+            per_minute,
+            per_day,
+            sends,
+        }
+    }
+
+    /// True when there is any limit (otherwise nothing needs recording).
+    pub fn is_limited(&self) -> bool {
+        self.per_minute.is_some() || self.per_day.is_some()
+    }
+
+    /// The record, for the spool.
+    pub fn save(&self) -> Vec<u8> {
+        serde_json::to_vec(&Saved {
+            sends: self.sends.iter().copied().collect(),
+        })
+        .expect("serialisable")
+    }
+
+    /// Counts `recipients` accepted at `now`.
+    pub fn record(&mut self, now: SystemTime, recipients: u32) {
+        if recipients == 0 || !self.is_limited() {
+            return;
+        }
+        let s = secs(now);
+        match self.sends.back_mut() {
+            Some((t, n)) if *t == s => *n += recipients,
+            _ => self.sends.push_back((s, recipients)),
+        }
+        while self.sends.front().is_some_and(|&(t, _)| t + DAY <= s) {
+            self.sends.pop_front();
+        }
+    }
+
+    /// Whether `cost` more recipients may be sent now, with `in_flight` recipients already on
+    /// their way (not recorded yet).
+    pub fn wait(&self, now: SystemTime, in_flight: u32, cost: u32) -> Wait {
+        let s = secs(now);
+        let mut until = None;
+        for (limit, window) in [(self.per_minute, MINUTE), (self.per_day, DAY)] {
+            let Some(limit) = limit else { continue };
+            match self.free_at(s, in_flight, cost, limit, window) {
+                Wait::Now => {}
+                Wait::InFlight => return Wait::InFlight,
+                Wait::Until(t) => until = until.max(Some(t)),
+            }
+        }
+        until.map_or(Wait::Now, Wait::Until)
+    }
+
+    /// Whether `cost` fits under `limit` in a window of `window` seconds ending now. A cost above
+    /// the limit waits for an empty window, then goes.
+    fn free_at(&self, now: u64, in_flight: u32, cost: u32, limit: u32, window: u64) -> Wait {
+        let cost = cost.min(limit);
+        let in_window: Vec<(u64, u32)> = self
+            .sends
+            .iter()
+            .copied()
+            .filter(|&(t, _)| t + window > now)
+            .collect();
+        let mut used: u32 = in_window.iter().map(|&(_, n)| n).sum::<u32>() + in_flight;
+        if used + cost <= limit {
+            return Wait::Now;
+        }
+        for (t, n) in in_window {
+            used -= n;
+            if used + cost <= limit {
+                return Wait::Until(UNIX_EPOCH + Duration::from_secs(t + window));
+            }
+        }
+        // Only what is in flight stands in the way; it is recorded when it reports.
+        Wait::InFlight
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_800_000_000 + s)
+    }
+
+    #[test]
+    fn no_limits_never_wait_and_record_nothing() {
+        let mut b = Budget::new(None, None, None);
+        b.record(at(0), 1000);
+        assert_eq!(b.wait(at(0), 0, 1000), Wait::Now);
+        assert!(b.sends.is_empty());
+    }
+
+    #[test]
+    fn per_minute_window_rolls() {
+        let mut b = Budget::new(Some(10), None, None);
+        b.record(at(0), 6);
+        b.record(at(30), 4);
+        assert_eq!(
+            b.wait(at(40), 0, 1),
+            Wait::Until(at(60)),
+            "the first 6 leave the window at 60 s"
+        );
+        assert_eq!(b.wait(at(60), 0, 6), Wait::Now);
+        assert_eq!(b.wait(at(60), 0, 7), Wait::Until(at(90)));
+        assert_eq!(b.wait(at(95), 0, 10), Wait::Now);
+        assert_eq!(
+            b.wait(at(95), 9, 2),
+            Wait::InFlight,
+            "only sends in flight are in the way"
+        );
+    }
+
+    #[test]
+    fn per_day_window_and_the_stricter_limit_wins() {
+        let mut b = Budget::new(Some(100), Some(20), None);
+        b.record(at(0), 15);
+        b.record(at(3600), 5);
+        assert_eq!(b.wait(at(3700), 0, 1), Wait::Until(at(86_400)));
+        assert_eq!(b.wait(at(86_400), 0, 15), Wait::Now);
+    }
+
+    #[test]
+    fn a_message_larger_than_the_limit_goes_when_the_window_is_empty() {
+        let mut b = Budget::new(Some(10), None, None);
+        assert_eq!(b.wait(at(0), 0, 50), Wait::Now);
+        b.record(at(0), 50);
+        assert_eq!(b.wait(at(1), 0, 50), Wait::Until(at(60)));
+    }
+
+    #[test]
+    fn the_record_survives_a_restart_and_old_sends_are_dropped() {
+        let mut b = Budget::new(None, Some(5), None);
+        b.record(at(0), 3);
+        b.record(at(10), 2);
+        let again = Budget::new(None, Some(5), Some(&b.save()));
+        assert_eq!(again.wait(at(20), 0, 1), Wait::Until(at(86_400)));
+        let mut b = again;
+        b.record(at(86_400 + 5), 1);
+        assert_eq!(b.sends.len(), 2, "the first send fell out of the day");
+        assert_eq!(Budget::new(None, Some(5), Some(b"garbage")).sends.len(), 0);
+    }
+}
