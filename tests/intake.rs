@@ -272,3 +272,61 @@ async fn replies_say_nothing_about_the_upstream_account() {
     }
     relay.stop().await;
 }
+
+/// swaks (a third-party SMTP client) with `--pipeline`: MAIL, three RCPTs and DATA in one
+/// write. Skipped where swaks is not installed, unless GMAIL_RELAY_REQUIRE_SWAKS is set (CI
+/// installs it and sets that).
+#[tokio::test]
+async fn swaks_pipelines_a_multi_recipient_submission() {
+    if std::process::Command::new("swaks")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("GMAIL_RELAY_REQUIRE_SWAKS").is_none(),
+            "swaks is required here: apt-get install swaks"
+        );
+        eprintln!("skipped: swaks is not installed");
+        return;
+    }
+    let mut relay = TestRelay::start(&intake_config("")).await;
+    let server = relay.addr().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("swaks")
+            .args([
+                "--server",
+                &server,
+                "--pipeline",
+                "--from",
+                "app@example.com",
+            ])
+            .args([
+                "--to",
+                "a@example.com,b@example.com,c@example.com",
+                "--header",
+                "Subject: swaks",
+            ])
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{transcript}");
+    assert!(
+        transcript.contains(" -> MAIL FROM:<app@example.com>\n -> RCPT TO:<a@example.com>\n -> RCPT TO:<b@example.com>\n -> RCPT TO:<c@example.com>\n -> DATA\n"),
+        "sent as one pipelined batch: {transcript}"
+    );
+    assert!(
+        transcript.contains("<-  250 2.0.0 OK queued as"),
+        "{transcript}"
+    );
+    let stored = relay.stored();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        stored[0].1,
+        ["a@example.com", "b@example.com", "c@example.com"]
+    );
+    relay.stop().await;
+}
