@@ -72,6 +72,32 @@ async fn no_log_line_contains_the_password_in_any_form() {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     relay.stop().await;
 
+    // XOAUTH2, with a rejected first token (the 334 challenge path) and a rotated refresh token.
+    let mut script = Script::default();
+    script.rejected_tokens.insert("tok-1".into());
+    let up = FakeUpstream::start(Mode::StartTls, script).await;
+    let ep = common::token::TokenEndpoint::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = dir.path().join("rt");
+    std::fs::write(&rt, "1//refresh-secret-abc\n").unwrap();
+    let cfg = format!(
+        "{}\n[upstream.oauth2]\nclient_id = \"cid\"\nclient_secret = \"csecret-xyz\"\n\
+         refresh_token_file = \"{}\"\ntoken_url = \"{}\"\n",
+        config_for(&up, "auth = \"xoauth2\""),
+        rt.display(),
+        ep.url()
+    );
+    let mut relay = TestRelay::start_with_env(&cfg, Default::default()).await;
+    submit(
+        relay.addr(),
+        "app@example.com",
+        &["a@example.com"],
+        b"Subject: x\r\n\r\nx\r\n",
+    )
+    .await;
+    up.wait_for(1, WAIT).await;
+    relay.stop().await;
+
     let logs = String::from_utf8_lossy(&capture.0.lock().unwrap()).to_string();
     assert!(logs.contains("delivered"), "the capture works: {logs}");
     assert!(

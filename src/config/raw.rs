@@ -88,6 +88,8 @@ pub(super) struct RawQueue {
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUpstream {
+    pub auth: Option<String>,
+    pub oauth2: Option<RawOAuth2>,
     pub host: Option<String>,
     pub port: Option<u16>,
     pub tls: Option<String>,
@@ -112,6 +114,30 @@ impl std::fmt::Debug for RawUpstream {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "[redacted]"))
             .field("password_file", &self.password_file)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOAuth2 {
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<String>,
+    pub refresh_token: Option<String>,
+    pub refresh_token_file: Option<String>,
+    pub token_url: Option<String>,
+    pub auth_url: Option<String>,
+    pub refresh_before: Option<String>,
+}
+
+// Hand-written so no secret can reach a Debug print of the raw config.
+impl std::fmt::Debug for RawOAuth2 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawOAuth2")
+            .field("client_id", &self.client_id)
+            .field("refresh_token_file", &self.refresh_token_file)
+            .field("token_url", &self.token_url)
             .finish_non_exhaustive()
     }
 }

@@ -50,7 +50,7 @@ fn the_sample_config_is_valid_with_a_password_from_the_environment() {
     assert_eq!(cfg.upstream.port, 587);
     assert_eq!(cfg.upstream.tls, TlsMode::StartTls);
     assert_eq!(
-        cfg.upstream.credentials.login().password.expose(),
+        cfg.upstream.credentials.password_secret().unwrap().expose(),
         "abcd efgh ijkl mnop"
     );
     assert_eq!(cfg.queue.dir, sample.parent().unwrap().join("spool"));
@@ -155,7 +155,7 @@ fn password_file_is_read_relative_to_the_config() {
     )
     .unwrap();
     assert_eq!(
-        cfg.upstream.credentials.login().password.expose(),
+        cfg.upstream.credentials.password_secret().unwrap().expose(),
         "app-password"
     );
 }
@@ -208,7 +208,7 @@ fn environment_overrides_the_file_including_lists() {
     )
     .unwrap();
     assert_eq!(
-        cfg.upstream.credentials.login().password.expose(),
+        cfg.upstream.credentials.password_secret().unwrap().expose(),
         "from-env"
     );
     assert_eq!(cfg.upstream.port, 2587);
@@ -224,7 +224,10 @@ fn a_password_that_looks_like_a_number_stays_text() {
         env(&[("GMAIL_RELAY__UPSTREAM__PASSWORD", "1e5")]),
     )
     .unwrap();
-    assert_eq!(cfg.upstream.credentials.login().password.expose(), "1e5");
+    assert_eq!(
+        cfg.upstream.credentials.password_secret().unwrap().expose(),
+        "1e5"
+    );
 }
 
 #[test]
@@ -285,4 +288,78 @@ fn allowlist_entries_are_checked_and_normalised() {
         "{MINIMAL}[listen]\nallowed_senders = [\"a b@c\"]\n"
     ));
     assert_eq!(key, "listen.allowed_senders[0]");
+}
+
+const XOAUTH2: &str = "[upstream]\nusername = \"me@gmail.com\"\nauth = \"xoauth2\"\n[upstream.oauth2]\nclient_id = \"id.apps.googleusercontent.com\"\nrefresh_token_file = \"refresh-token\"\n";
+
+#[test]
+fn xoauth2_needs_no_password_and_refuses_one() {
+    let cfg = load_text(XOAUTH2).unwrap();
+    assert!(cfg.upstream.credentials.password_secret().is_none());
+    let source = cfg.upstream.credentials.token_source().unwrap();
+    assert_eq!(
+        source.settings().token_url,
+        "https://oauth2.googleapis.com/token"
+    );
+    assert_eq!(source.settings().refresh_before, Duration::from_secs(300));
+
+    let (key, msg) =
+        invalid_key(&XOAUTH2.replace("auth = \"xoauth2\"", "auth = \"xoauth2\"\npassword = \"x\""));
+    assert_eq!(key, "upstream.password");
+    assert!(msg.contains("never uses a password"), "{msg}");
+}
+
+#[test]
+fn xoauth2_keys_are_checked() {
+    let (key, _) =
+        invalid_key(&XOAUTH2.replace("client_id = \"id.apps.googleusercontent.com\"\n", ""));
+    assert_eq!(key, "upstream.oauth2.client_id");
+    let (key, _) = invalid_key(&XOAUTH2.replace("refresh_token_file = \"refresh-token\"\n", ""));
+    assert_eq!(key, "upstream.oauth2.refresh_token_file");
+    let (key, _) = invalid_key(&format!(
+        "{XOAUTH2}token_url = \"http://example.com/token\"\n"
+    ));
+    assert_eq!(
+        key, "upstream.oauth2.token_url",
+        "plain http only on loopback"
+    );
+    assert!(
+        load_text(&format!(
+            "{XOAUTH2}token_url = \"http://127.0.0.1:8080/token\"\n"
+        ))
+        .is_ok()
+    );
+    let (key, _) = invalid_key("[upstream]\nusername = \"me@gmail.com\"\nauth = \"xoauth2\"\n");
+    assert_eq!(key, "upstream.oauth2");
+    let (key, _) = invalid_key(&format!("{MINIMAL}auth = \"oauth\"\n"));
+    assert_eq!(key, "upstream.auth");
+    let err = load_text(&format!("{XOAUTH2}client_sercet = \"x\"\n")).unwrap_err();
+    assert!(
+        err.to_string().contains("client_sercet"),
+        "unknown keys in [upstream.oauth2] too"
+    );
+}
+
+#[test]
+fn oauth2_keys_come_from_the_environment_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = load_with_env(
+        &write(dir.path(), "[upstream]\nusername = \"me@gmail.com\"\n"),
+        env(&[
+            ("GMAIL_RELAY__UPSTREAM__AUTH", "xoauth2"),
+            ("GMAIL_RELAY__UPSTREAM__OAUTH2__CLIENT_ID", "cid"),
+            ("GMAIL_RELAY__UPSTREAM__OAUTH2__REFRESH_TOKEN", "1//refresh"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.upstream
+            .credentials
+            .token_source()
+            .unwrap()
+            .settings()
+            .client_id,
+        "cid"
+    );
+    assert!(!format!("{cfg:?}").contains("1//refresh"));
 }

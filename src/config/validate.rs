@@ -7,12 +7,14 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::raw::{List, Raw, RawDelivery, RawListen, RawLog, RawQueue, RawUpstream};
+use super::raw::{List, Raw, RawDelivery, RawListen, RawLog, RawOAuth2, RawQueue, RawUpstream};
 use super::{
     Config, DeliveryConfig, ListenConfig, LogConfig, LogFormat, QueueConfig, TlsMode,
     UpstreamConfig, system_hostname,
 };
-use crate::auth::{Credentials, Secret, Users};
+use crate::auth::{
+    Credentials, GOOGLE_AUTH_URL, GOOGLE_TOKEN_URL, OAuth2Settings, RefreshToken, Secret, Users,
+};
 use crate::bounce::BounceTo;
 use crate::delivery::Rewrite;
 
@@ -349,22 +351,44 @@ fn upstream(raw: RawUpstream, base: &Path) -> Result<UpstreamConfig> {
             );
         }
     };
-    let password = match (raw.password, raw.password_file) {
-        (Some(_), Some(_)) => {
-            return invalid(
-                "upstream.password",
-                "is set together with upstream.password_file; set only one",
-            );
+    let username_for = username.clone();
+    let credentials = match raw.auth.as_deref().map(str::trim) {
+        None | Some("password") => {
+            if raw.oauth2.is_some() {
+                return invalid(
+                    "upstream.auth",
+                    "is \"password\" but [upstream.oauth2] is set; set upstream.auth = \"xoauth2\" to use it",
+                );
+            }
+            Credentials::password(
+                username_for,
+                password(raw.password, raw.password_file, base)?,
+            )
         }
-        (Some(p), None) if !p.trim().is_empty() => Secret::new(p.trim_end()),
-        (Some(_), None) => return invalid("upstream.password", "is empty"),
-        (None, Some(file)) => Secret::from_file(&resolve(base, &file))
-            .or_else(|e| invalid("upstream.password_file", e.to_string()))?,
-        (None, None) => {
+        Some("xoauth2") => {
+            for (key, set) in [
+                ("upstream.password", raw.password.is_some()),
+                ("upstream.password_file", raw.password_file.is_some()),
+            ] {
+                if set {
+                    return invalid(
+                        key,
+                        "is set, but upstream.auth = \"xoauth2\" never uses a password; remove it",
+                    );
+                }
+            }
+            let Some(oauth2) = raw.oauth2 else {
+                return invalid(
+                    "upstream.oauth2",
+                    "is missing; upstream.auth = \"xoauth2\" needs client_id and a refresh token",
+                );
+            };
+            Credentials::oauth2(username_for, oauth2_settings(oauth2, base)?)
+        }
+        Some(other) => {
             return invalid(
-                "upstream.password",
-                "is missing; set upstream.password_file (a file holding the Gmail app password), \
-                 upstream.password, or the environment variable GMAIL_RELAY__UPSTREAM__PASSWORD",
+                "upstream.auth",
+                format!("{other:?} is not one of \"password\" or \"xoauth2\""),
             );
         }
     };
@@ -383,7 +407,7 @@ fn upstream(raw: RawUpstream, base: &Path) -> Result<UpstreamConfig> {
         host,
         port,
         tls,
-        credentials: Credentials::password(username, password),
+        credentials,
         ca_file,
         helo_name,
         max_connections: positive("upstream.max_connections", raw.max_connections.unwrap_or(2))?,
@@ -393,6 +417,90 @@ fn upstream(raw: RawUpstream, base: &Path) -> Result<UpstreamConfig> {
         )?,
         timeout: duration("upstream.timeout", raw.timeout, "60s")?,
         idle_timeout: duration("upstream.idle_timeout", raw.idle_timeout, "4m")?,
+    })
+}
+
+/// The app password, from exactly one of `upstream.password` and `upstream.password_file`.
+fn password(inline: Option<String>, file: Option<String>, base: &Path) -> Result<Secret> {
+    match (inline, file) {
+        (Some(_), Some(_)) => invalid(
+            "upstream.password",
+            "is set together with upstream.password_file; set only one",
+        ),
+        (Some(p), None) if !p.trim().is_empty() => Ok(Secret::new(p.trim_end())),
+        (Some(_), None) => invalid("upstream.password", "is empty"),
+        (None, Some(file)) => Secret::from_file(&resolve(base, &file))
+            .or_else(|e| invalid("upstream.password_file", e.to_string())),
+        (None, None) => invalid(
+            "upstream.password",
+            "is missing; set upstream.password_file (a file holding the Gmail app password), \
+             upstream.password, or the environment variable GMAIL_RELAY__UPSTREAM__PASSWORD",
+        ),
+    }
+}
+
+/// `[upstream.oauth2]`. The refresh token file need not exist yet (`oauth authorize` makes it).
+fn oauth2_settings(raw: RawOAuth2, base: &Path) -> Result<OAuth2Settings> {
+    let client_id = match raw.client_id.map(|c| c.trim().to_owned()) {
+        Some(c) if !c.is_empty() => c,
+        _ => {
+            return invalid(
+                "upstream.oauth2.client_id",
+                "is missing; it is the OAuth client id from Google Cloud (…apps.googleusercontent.com)",
+            );
+        }
+    };
+    let client_secret = match (raw.client_secret, raw.client_secret_file) {
+        (Some(_), Some(_)) => {
+            return invalid(
+                "upstream.oauth2.client_secret",
+                "is set together with client_secret_file; set only one",
+            );
+        }
+        (Some(s), None) => Some(Secret::new(s.trim())),
+        (None, Some(f)) => Some(
+            Secret::from_file(&resolve(base, &f))
+                .or_else(|e| invalid("upstream.oauth2.client_secret_file", e.to_string()))?,
+        ),
+        (None, None) => None,
+    };
+    let refresh_token = match (raw.refresh_token, raw.refresh_token_file) {
+        (Some(_), Some(_)) => {
+            return invalid(
+                "upstream.oauth2.refresh_token",
+                "is set together with refresh_token_file; set only one",
+            );
+        }
+        (Some(t), None) => RefreshToken::Inline(Secret::new(t.trim())),
+        (None, Some(f)) => RefreshToken::File(resolve(base, &f)),
+        (None, None) => {
+            return invalid(
+                "upstream.oauth2.refresh_token_file",
+                "is missing; set it (then run `gmail-relay oauth authorize` to fill it), or set \
+                 upstream.oauth2.refresh_token",
+            );
+        }
+    };
+    let endpoint = |key: &str, value: Option<String>, default: &str| -> Result<String> {
+        let url = value.unwrap_or_else(|| default.to_owned());
+        let parsed = url::Url::parse(&url)
+            .or_else(|e| invalid(key, format!("{url:?} is not a URL: {e}")))?;
+        let local = matches!(parsed.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+        if parsed.scheme() != "https" && !(parsed.scheme() == "http" && local) {
+            return invalid(
+                key,
+                format!("{url:?} must be https:// (http:// only on loopback)"),
+            );
+        }
+        Ok(url)
+    };
+    Ok(OAuth2Settings {
+        client_id,
+        client_secret,
+        refresh_token,
+        token_url: endpoint("upstream.oauth2.token_url", raw.token_url, GOOGLE_TOKEN_URL)?,
+        auth_url: endpoint("upstream.oauth2.auth_url", raw.auth_url, GOOGLE_AUTH_URL)?,
+        refresh_before: duration("upstream.oauth2.refresh_before", raw.refresh_before, "5m")?,
     })
 }
 

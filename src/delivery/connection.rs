@@ -17,10 +17,14 @@ use lettre::transport::smtp::client::AsyncSmtpConnection;
 use lettre::transport::smtp::extension::{ClientId, Extension};
 use tokio::net::TcpStream;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+
 use super::classify::{Class, Failure, Stage};
 use super::tls::UpstreamTls;
 use super::transaction::command;
 use super::{Pause, PauseKind};
+use crate::auth::{Login, TokenError, xoauth2_response};
 use crate::config::{TlsMode, UpstreamConfig};
 
 /// An authenticated connection and what the server said about itself.
@@ -29,6 +33,8 @@ pub struct Conn {
     pub smtp: AsyncSmtpConnection,
     /// The largest message the server accepts (its EHLO `SIZE`), if it said.
     pub max_size: Option<usize>,
+    /// When the OAuth2 token it logged in with expires (Gmail bounds the session by it).
+    pub expires: Option<tokio::time::Instant>,
 }
 
 fn unreachable(reason: String) -> Pause {
@@ -63,9 +69,71 @@ async fn step<T>(
     })
 }
 
-/// Opens, secures and authenticates one connection.
+/// Opens, secures and authenticates one connection. With XOAUTH2, a token the server rejects
+/// is dropped and the login tried once more, with a fresh token on a new connection.
 pub async fn open(cfg: &UpstreamConfig, tls: &UpstreamTls) -> Result<Conn, Pause> {
     let server = format!("{}:{}", cfg.host, cfg.port);
+    for last_try in [false, true] {
+        let login = cfg.credentials.login().await.map_err(|e| match e {
+            TokenError::Rejected(why) => Pause {
+                kind: PauseKind::Credentials,
+                reason: why,
+            },
+            TokenError::Unavailable(why) => unreachable(format!("no OAuth2 access token: {why}")),
+        })?;
+        let (mut smtp, max_size) = secure(cfg, tls, &server).await?;
+        let expires = match &login {
+            Login::XOAuth2 { token, .. } => Some(token.expires_at),
+            Login::Password { .. } => None,
+        };
+        match authenticate(&mut smtp, cfg, &server, &login).await {
+            Ok(()) => {
+                return Ok(Conn {
+                    smtp,
+                    max_size,
+                    expires,
+                });
+            }
+            Err(refusal) => {
+                smtp.abort().await;
+                match refusal {
+                    Refusal::Token(why) if !last_try => {
+                        tracing::info!(reason = %why, "the upstream rejected the OAuth2 access token; refreshing it and trying once more");
+                        cfg.credentials.rejected(&login).await;
+                    }
+                    Refusal::Token(why) => {
+                        return Err(Pause {
+                            kind: PauseKind::Credentials,
+                            reason: format!(
+                                "{server} rejected a freshly refreshed OAuth2 token for {}: {why}; \
+                                 check that the token has the https://mail.google.com/ scope and \
+                                 belongs to this account",
+                                cfg.credentials.username()
+                            ),
+                        });
+                    }
+                    Refusal::Pause(pause) => return Err(pause),
+                }
+            }
+        }
+    }
+    unreachable!("the loop returns on its second round")
+}
+
+/// Why a login did not succeed.
+enum Refusal {
+    /// The XOAUTH2 token was refused: a fresh one may work.
+    Token(String),
+    /// Anything else: pause as this says.
+    Pause(Pause),
+}
+
+/// TCP, TLS and EHLO: a secure connection ready for AUTH, and the server's SIZE.
+async fn secure(
+    cfg: &UpstreamConfig,
+    tls: &UpstreamTls,
+    server: &str,
+) -> Result<(AsyncSmtpConnection, Option<usize>), Pause> {
     let tcp = step(cfg.timeout, &format!("connect to {server}"), async {
         TcpStream::connect((cfg.host.as_str(), cfg.port))
             .await
@@ -78,7 +146,7 @@ pub async fn open(cfg: &UpstreamConfig, tls: &UpstreamTls) -> Result<Conn, Pause
     let client_id = ClientId::Domain(cfg.helo_name.clone());
     let greeting_refused = |e: lettre::transport::smtp::Error| match Failure::from_lettre(&e) {
         Failure::Broken(why) => unreachable(format!("no greeting from {server}: {why}")),
-        failure => refused(Stage::Greeting, &failure, &server),
+        failure => refused(Stage::Greeting, &failure, server),
     };
 
     let mut smtp = match cfg.tls {
@@ -121,7 +189,7 @@ pub async fn open(cfg: &UpstreamConfig, tls: &UpstreamTls) -> Result<Conn, Pause
                         Failure::Broken(why) => {
                             unreachable(format!("STARTTLS failed with {server}: {why}"))
                         }
-                        failure => refused(Stage::StartTls, &failure, &server),
+                        failure => refused(Stage::StartTls, &failure, server),
                     })
             })
             .await?;
@@ -140,40 +208,92 @@ pub async fn open(cfg: &UpstreamConfig, tls: &UpstreamTls) -> Result<Conn, Pause
         }),
         Err(failure) => {
             smtp.abort().await;
-            return Err(refused(Stage::Ehlo, &failure, &server));
+            return Err(refused(Stage::Ehlo, &failure, server));
         }
     };
 
-    let login = cfg.credentials.login();
-    let creds = SmtpCredentials::new(login.username, login.password.expose().to_owned());
-    let auth = step(cfg.timeout, &format!("AUTH at {server}"), async {
-        smtp.auth(&[Mechanism::Plain, Mechanism::Login], &creds)
-            .await
-            .map_err(|e| {
-                if e.is_client() {
-                    return Pause {
-                        kind: PauseKind::Credentials,
-                        reason: format!("{server} offers no AUTH PLAIN or LOGIN: {e}"),
-                    };
-                }
-                match Failure::from_lettre(&e) {
-                    Failure::Broken(why) => unreachable(format!("AUTH at {server} failed: {why}")),
-                    failure => {
-                        let mut pause = refused(Stage::Auth, &failure, &server);
-                        pause.reason = format!(
-                            "{} (logging in as {})",
-                            pause.reason,
-                            cfg.credentials.username()
-                        );
-                        pause
-                    }
-                }
+    Ok((smtp, max_size))
+}
+
+/// AUTH with the login: PLAIN or LOGIN for a password, XOAUTH2 for a token.
+async fn authenticate(
+    smtp: &mut AsyncSmtpConnection,
+    cfg: &UpstreamConfig,
+    server: &str,
+    login: &Login,
+) -> Result<(), Refusal> {
+    let refused_at_auth = |failure: &Failure| {
+        let mut pause = refused(Stage::Auth, failure, server);
+        pause.reason = format!(
+            "{} (logging in as {})",
+            pause.reason,
+            cfg.credentials.username()
+        );
+        pause
+    };
+    match login {
+        Login::Password { username, password } => {
+            let creds = SmtpCredentials::new(username.clone(), password.expose().to_owned());
+            step(cfg.timeout, &format!("AUTH at {server}"), async {
+                smtp.auth(&[Mechanism::Plain, Mechanism::Login], &creds)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| {
+                        if e.is_client() {
+                            return Pause {
+                                kind: PauseKind::Credentials,
+                                reason: format!("{server} offers no AUTH PLAIN or LOGIN: {e}"),
+                            };
+                        }
+                        match Failure::from_lettre(&e) {
+                            Failure::Broken(why) => {
+                                unreachable(format!("AUTH at {server} failed: {why}"))
+                            }
+                            failure => refused_at_auth(&failure),
+                        }
+                    })
             })
-    })
-    .await;
-    if let Err(e) = auth {
-        smtp.abort().await;
-        return Err(e);
+            .await
+            .map_err(Refusal::Pause)
+        }
+        Login::XOAuth2 { username, token } => {
+            if !smtp
+                .server_info()
+                .supports_auth_mechanism(Mechanism::Xoauth2)
+            {
+                return Err(Refusal::Pause(Pause {
+                    kind: PauseKind::Credentials,
+                    reason: format!(
+                        "{server} does not offer AUTH XOAUTH2; use upstream.auth = \"password\" there"
+                    ),
+                }));
+            }
+            let response = B64.encode(xoauth2_response(username, &token.value));
+            match command(smtp, format!("AUTH XOAUTH2 {response}"), cfg.timeout).await {
+                Ok(reply) if reply.code().to_string() == "334" => {
+                    // Google's error challenge (base64 JSON); answer with an empty line and
+                    // read the final refusal.
+                    let detail = reply
+                        .message()
+                        .next()
+                        .and_then(|b| B64.decode(b.trim()).ok())
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .unwrap_or_default();
+                    let last = match command(smtp, String::new(), cfg.timeout).await {
+                        Ok(r) => r.code().to_string(),
+                        Err(failure) => failure.describe(),
+                    };
+                    Err(Refusal::Token(format!("{detail} {last}").trim().to_owned()))
+                }
+                Ok(_) => Ok(()),
+                Err(Failure::Broken(why)) => Err(Refusal::Pause(unreachable(format!(
+                    "AUTH at {server} failed: {why}"
+                )))),
+                Err(failure) if failure.class(Stage::Auth) == Class::PauseUpstream => {
+                    Err(Refusal::Token(failure.describe()))
+                }
+                Err(failure) => Err(Refusal::Pause(refused_at_auth(&failure))),
+            }
+        }
     }
-    Ok(Conn { smtp, max_size })
 }

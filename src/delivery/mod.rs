@@ -40,6 +40,9 @@ use crate::config::UpstreamConfig;
 use connection::Conn;
 use transaction::TxResult;
 
+/// A pooled connection is retired this long before its OAuth2 token expires.
+const TOKEN_MARGIN: Duration = Duration::from_secs(60);
+
 /// The message to send, as the spool holds it.
 #[derive(Debug, Clone, Copy)]
 pub struct Outgoing<'a> {
@@ -284,6 +287,28 @@ impl Upstream {
         unreachable!("the loop returns on its second round")
     }
 
+    /// Connects, secures and logs in once, then says goodbye, without sending mail: for
+    /// `gmail-relay check --upstream` and `gmail-relay oauth test`. Returns what was done.
+    pub async fn check_login(&self) -> Result<String, Pause> {
+        let cfg = &self.inner.cfg;
+        let conn = self.open().await?;
+        let method = match cfg.credentials.token_source() {
+            Some(_) => "XOAUTH2",
+            None => "PLAIN/LOGIN",
+        };
+        let what = format!(
+            "logged in to {}:{} ({}) as {} with {method}; the server accepts messages up to {}",
+            cfg.host,
+            cfg.port,
+            cfg.tls,
+            cfg.credentials.username(),
+            conn.max_size
+                .map_or_else(|| "an unstated size".to_owned(), |n| format!("{n} bytes")),
+        );
+        quit(conn).await;
+        Ok(what)
+    }
+
     async fn open(&self) -> Result<Conn, Pause> {
         let conn = connection::open(&self.inner.cfg, &self.inner.tls).await?;
         tracing::debug!(
@@ -295,15 +320,24 @@ impl Upstream {
     }
 
     fn take_idle(&self) -> Option<Conn> {
-        let limit = self.inner.cfg.idle_timeout;
         let mut idle = self.inner.idle.lock().expect("pool lock");
         while let Some(entry) = idle.pop() {
-            if entry.since.elapsed() < limit {
+            if self.usable(&entry) {
                 return Some(entry.conn);
             }
             tokio::spawn(quit(entry.conn));
         }
         None
+    }
+
+    /// An idle connection may carry another message: not idle too long, and its OAuth2 token
+    /// (which bounds the session) not about to expire.
+    fn usable(&self, entry: &Idle) -> bool {
+        entry.since.elapsed() < self.inner.cfg.idle_timeout
+            && entry
+                .conn
+                .expires
+                .is_none_or(|e| e > Instant::now() + TOKEN_MARGIN)
     }
 
     fn put_idle(&self, conn: Conn) {
@@ -324,10 +358,9 @@ impl Upstream {
             }
             let stale: Vec<Idle> = {
                 let mut idle = self.inner.idle.lock().expect("pool lock");
-                let limit = self.inner.cfg.idle_timeout;
-                let (stale, fresh) = std::mem::take(&mut *idle)
+                let (fresh, stale) = std::mem::take(&mut *idle)
                     .into_iter()
-                    .partition(|e| e.since.elapsed() >= limit);
+                    .partition(|e| self.usable(e));
                 *idle = fresh;
                 stale
             };

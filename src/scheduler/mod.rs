@@ -301,9 +301,10 @@ impl<C: Courier> Scheduler<C> {
                     events::upstream_paused(&pause.to_string(), at);
                     match pause.kind {
                         PauseKind::Credentials => tracing::error!(
-                            "the upstream refuses the relay's login or account: check \
-                             upstream.username and the app password; mail stays queued and is \
-                             sent once the login works"
+                            reason = %pause.reason,
+                            "delivery paused: the upstream refuses the relay's login or account \
+                             (the reason says what to fix); mail stays queued and is sent once \
+                             the login works"
                         ),
                         PauseKind::Quota => tracing::error!(
                             "the Gmail account's sending limit is reached; mail stays queued \

@@ -5,6 +5,7 @@
 
 pub mod certs;
 pub mod dialog;
+pub mod token;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -89,13 +90,18 @@ impl TestRelay {
     /// Writes `config` (TOML) and starts the relay; the password comes from the environment
     /// map, as an operator would pass it.
     pub async fn start(config: &str) -> TestRelay {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("relay.toml");
-        std::fs::write(&path, config).unwrap();
         let env = HashMap::from([(
             "GMAIL_RELAY__UPSTREAM__PASSWORD".to_string(),
             PASSWORD.to_string(),
         )]);
+        Self::start_with_env(config, env).await
+    }
+
+    /// Like [`TestRelay::start`], with exactly these environment overrides.
+    pub async fn start_with_env(config: &str, env: HashMap<String, String>) -> TestRelay {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.toml");
+        std::fs::write(&path, config).unwrap();
         let mut relay = TestRelay {
             dir,
             config: path,

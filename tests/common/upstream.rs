@@ -60,6 +60,8 @@ pub struct Script {
     pub idle_close: Option<Duration>,
     /// The SIZE advertised in EHLO (default 35882577).
     pub size: Option<usize>,
+    /// XOAUTH2 bearer tokens refused (with Google's 334 JSON challenge, then 535).
+    pub rejected_tokens: std::collections::HashSet<String>,
 }
 
 /// A message the fake upstream accepted.
@@ -81,6 +83,8 @@ pub struct Record {
     pub mechanisms: Vec<String>,
     /// Every command line, in order, across connections.
     pub commands: Vec<String>,
+    /// Every XOAUTH2 bearer token presented, in order.
+    pub tokens: Vec<String>,
 }
 
 pub struct FakeUpstream {
@@ -472,6 +476,49 @@ async fn serve(
                                 .unwrap_or_default()
                         };
                         (text(1), text(2))
+                    }
+                    "XOAUTH2" => {
+                        let raw = B64
+                            .decode(args.get(2).unwrap_or(&"").trim())
+                            .unwrap_or_default();
+                        let text = String::from_utf8_lossy(&raw).to_string();
+                        let parts: Vec<&str> = text.split('\u{1}').collect();
+                        let who = parts
+                            .first()
+                            .and_then(|p| p.strip_prefix("user="))
+                            .unwrap_or("");
+                        let token = parts
+                            .get(1)
+                            .and_then(|p| p.strip_prefix("auth=Bearer "))
+                            .unwrap_or("")
+                            .to_string();
+                        shared.record.lock().unwrap().tokens.push(token.clone());
+                        let refused = shared
+                            .script
+                            .lock()
+                            .unwrap()
+                            .rejected_tokens
+                            .contains(&token);
+                        if who == USER
+                            && !token.is_empty()
+                            && !refused
+                            && text.ends_with("\u{1}\u{1}")
+                        {
+                            user = Some(who.to_string());
+                            c.reply("235 2.7.0 Accepted").await?;
+                        } else {
+                            let json = r#"{"status":"400","schemes":"Bearer","scope":"https://mail.google.com/"}"#;
+                            c.reply(&format!("334 {}", B64.encode(json))).await?;
+                            let answer = c.line().await?.unwrap_or_default();
+                            shared
+                                .record
+                                .lock()
+                                .unwrap()
+                                .commands
+                                .push(format!("(challenge answer: {answer:?})"));
+                            c.reply("535-5.7.8 Username and Password not accepted.\r\n535 5.7.8 https://support.google.com/mail/?p=BadCredentials - gsmtp").await?;
+                        }
+                        continue;
                     }
                     "LOGIN" => {
                         c.reply(&format!("334 {}", B64.encode("Username:"))).await?;
