@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::control;
 use crate::delivery::{TlsSetupError, Upstream};
 use crate::intake;
 use crate::scheduler::{self, RetryPolicy};
@@ -38,6 +39,9 @@ pub enum StartError {
     /// The spool could not be opened, locked or recovered.
     #[error(transparent)]
     Spool(#[from] SpoolError),
+    /// The control socket could not be created.
+    #[error(transparent)]
+    Control(#[from] control::BindError),
     /// The listener certificate or key is unusable.
     #[error(transparent)]
     ListenTls(#[from] intake::ListenTlsError),
@@ -87,6 +91,8 @@ impl Daemon {
             "spool open"
         );
 
+        let control = control::bind(&config.queue.dir)?;
+
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
         let close_upstream = CancellationToken::new();
@@ -106,13 +112,21 @@ impl Daemon {
             max_per_day: config.delivery.max_per_day,
             rewrite: config.rewrite.clone(),
         };
+        let (scheduler, commands) = scheduler::Handle::new();
         tracker.spawn(scheduler::run(
             opened.spool.clone(),
             upstream,
             settings,
             opened.recovered,
             opened.committed,
+            commands,
             stop.clone(),
+        ));
+        tracker.spawn(control::serve(
+            control,
+            control::Operator::live(opened.spool.clone(), scheduler),
+            stop.clone(),
+            tracker.clone(),
         ));
 
         let specs = config.listen.listeners();

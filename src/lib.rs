@@ -13,6 +13,7 @@
 //! # Modules (dependencies point down this list)
 //!
 //! - [`daemon`]: start-up order and shutdown; wires the rest together.
+//! - [`control`]: the queue commands, through the control socket or on a stopped spool.
 //! - [`intake`]: SMTP listeners and sessions; answers 250 only after the spool commit.
 //! - [`policy`]: who may relay and within which limits (pure decisions).
 //! - [`scheduler`]: what is due when; retries, backoff, pauses, concurrency.
@@ -39,6 +40,7 @@
 pub mod auth;
 pub mod bounce;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod delivery;
 pub mod intake;

@@ -40,6 +40,30 @@ pub struct Config {
     pub rewrite: crate::delivery::Rewrite,
     /// `[log]`: log level and format.
     pub log: LogConfig,
+    /// `[metrics]`: the health and metrics endpoint.
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: the HTTP endpoint for `/healthz` and `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Where to serve it; `None` (the default) serves nothing.
+    pub addr: Option<SocketAddr>,
+}
+
+/// What the local tools (`queue`, `sendmail`, `health`) need to find a running relay: read
+/// without the upstream credentials or the listener's key, which the user running them may
+/// not be allowed to read.
+#[derive(Debug, Clone)]
+pub struct Local {
+    /// The plain (non-implicit-TLS) listeners, where a local submission goes.
+    pub submit_addrs: Vec<SocketAddr>,
+    /// The relay's host name.
+    pub hostname: String,
+    /// The spool directory.
+    pub queue_dir: PathBuf,
+    /// The metrics endpoint.
+    pub metrics: MetricsConfig,
 }
 
 /// How one listener speaks to its clients.
@@ -324,6 +348,30 @@ pub fn load_with_env(
     path: &Path,
     env: Option<HashMap<String, String>>,
 ) -> Result<Config, ConfigError> {
+    let (raw, base) = parse(path, env)?;
+    validate::validate(raw, &base).map_err(|(key, message)| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        key,
+        message,
+    })
+}
+
+/// Loads the part of `path` the local tools need (see [`Local`]), with overrides from `env`
+/// as in [`load_with_env`].
+pub fn load_local(path: &Path, env: Option<HashMap<String, String>>) -> Result<Local, ConfigError> {
+    let (raw, base) = parse(path, env)?;
+    validate::local(raw, &base).map_err(|(key, message)| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        key,
+        message,
+    })
+}
+
+/// Reads `path` and layers the environment over it, into the raw structs.
+fn parse(
+    path: &Path,
+    env: Option<HashMap<String, String>>,
+) -> Result<(raw::Raw, PathBuf), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
@@ -351,11 +399,7 @@ pub fn load_with_env(
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-    validate::validate(raw, &base).map_err(|(key, message)| ConfigError::Invalid {
-        path: path.to_path_buf(),
-        key,
-        message,
-    })
+    Ok((raw, base))
 }
 
 /// This machine's host name (for the banner, `Received:` and EHLO), `localhost` if unknown.

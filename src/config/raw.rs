@@ -21,6 +21,8 @@ pub(super) struct Raw {
     pub rewrite: RawRewrite,
     #[serde(default)]
     pub log: RawLog,
+    #[serde(default)]
+    pub metrics: RawMetrics,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -160,4 +162,10 @@ pub(super) struct RawDelivery {
 pub(super) struct RawLog {
     pub level: Option<String>,
     pub format: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    pub addr: Option<String>,
 }

@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::raw::{List, Raw, RawDelivery, RawListen, RawLog, RawOAuth2, RawQueue, RawUpstream};
+use super::raw::{
+    List, Raw, RawDelivery, RawListen, RawLog, RawMetrics, RawOAuth2, RawQueue, RawUpstream,
+};
 use super::{
-    Config, DeliveryConfig, ListenConfig, LogConfig, LogFormat, QueueConfig, TlsMode,
-    UpstreamConfig, system_hostname,
+    Config, DeliveryConfig, ListenConfig, LogConfig, LogFormat, MetricsConfig, QueueConfig,
+    TlsMode, UpstreamConfig, system_hostname,
 };
 use crate::auth::{
     Credentials, GOOGLE_AUTH_URL, GOOGLE_TOKEN_URL, OAuth2Settings, RefreshToken, Secret, Users,
@@ -43,7 +45,48 @@ pub(super) fn validate(raw: Raw, base: &Path) -> Result<Config> {
         rewrite,
         delivery: delivery(raw.delivery)?,
         log: log(raw.log)?,
+        metrics: metrics(raw.metrics)?,
     })
+}
+
+/// The part of the config the local tools need; see [`super::Local`].
+pub(super) fn local(raw: Raw, base: &Path) -> Result<super::Local> {
+    let addrs = socket_addrs("listen.addrs", raw.listen.addrs, &["127.0.0.1:2525"])?;
+    let no_starttls_addrs = socket_addrs(
+        "listen.no_starttls_addrs",
+        raw.listen.no_starttls_addrs,
+        &[],
+    )?;
+    Ok(super::Local {
+        submit_addrs: addrs.into_iter().chain(no_starttls_addrs).collect(),
+        hostname: hostname(raw.listen.hostname)?,
+        queue_dir: queue(raw.queue, base)?.dir,
+        metrics: metrics(raw.metrics)?,
+    })
+}
+
+fn metrics(raw: RawMetrics) -> Result<MetricsConfig> {
+    let addr = match raw.addr.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(text) => Some(text.parse::<SocketAddr>().or_else(|e| {
+            invalid(
+                "metrics.addr",
+                format!("{text:?} is not ip:port ({e}), e.g. \"127.0.0.1:9925\""),
+            )
+        })?),
+    };
+    Ok(MetricsConfig { addr })
+}
+
+fn hostname(raw: Option<String>) -> Result<String> {
+    let hostname = raw.unwrap_or_else(system_hostname);
+    if !is_hostname(&hostname) {
+        return invalid(
+            "listen.hostname",
+            format!("{hostname:?} is not a host name (letters, digits, '-' and '.')"),
+        );
+    }
+    Ok(hostname)
 }
 
 fn listen(raw: RawListen, base: &Path) -> Result<ListenConfig> {
@@ -125,13 +168,7 @@ fn listen(raw: RawListen, base: &Path) -> Result<ListenConfig> {
         "listen.max_message_size",
         raw.max_message_size.unwrap_or(DEFAULT_MAX_MESSAGE_SIZE),
     )?;
-    let hostname = raw.hostname.unwrap_or_else(system_hostname);
-    if !is_hostname(&hostname) {
-        return invalid(
-            "listen.hostname",
-            format!("{hostname:?} is not a host name (letters, digits, '-' and '.')"),
-        );
-    }
+    let hostname = hostname(raw.hostname)?;
     Ok(ListenConfig {
         addrs,
         no_starttls_addrs,

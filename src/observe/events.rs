@@ -71,3 +71,14 @@ pub fn budget_spent(until: SystemTime) {
 pub fn upstream_resumed() {
     info!(target: TARGET, "upstream resumed");
 }
+
+/// The operator deleted a message (`gmail-relay queue delete`) from `area` ("queue" or
+/// "failed").
+pub fn deleted(id: &str, area: &str) {
+    warn!(target: TARGET, id, area, "deleted by the operator");
+}
+
+/// The operator moved a message from the failed area back into the queue.
+pub fn requeued(id: &str) {
+    info!(target: TARGET, id, "requeued by the operator");
+}

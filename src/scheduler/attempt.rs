@@ -104,6 +104,7 @@ async fn attempt<C: Courier>(
 
     let mut deferred = Vec::new();
     let mut last_reason = None;
+    let (mut n_delivered, mut n_failed) = (0, 0);
     for (address, outcome) in pending.iter().zip(result.outcomes) {
         let Some(r) = state
             .recipients
@@ -117,10 +118,12 @@ async fn attempt<C: Courier>(
                 events::delivered(&id_text, address, reply);
                 r.status = RecipientStatus::Delivered;
                 report.delivered += 1;
+                n_delivered += 1;
             }
             RecipientOutcome::Failed(reply) => {
                 events::recipient_failed(&id_text, address, reply);
                 r.status = RecipientStatus::Failed;
+                n_failed += 1;
             }
             RecipientOutcome::Deferred(reason) => {
                 deferred.push(address.clone());
@@ -128,6 +131,23 @@ async fn attempt<C: Courier>(
             }
         }
         r.reply = Some(outcome.text().to_owned());
+    }
+    let summary = format!(
+        "attempt {}: {n_delivered} delivered, {n_failed} failed, {} deferred",
+        state.attempts,
+        deferred.len()
+    );
+    match (&result.pause, &last_reason) {
+        (Some(p), _) => state.record(
+            now,
+            format!(
+                "{summary}; delivery paused ({}): {}",
+                super::cause_name(p.kind),
+                p.reason
+            ),
+        ),
+        (None, Some(reason)) => state.record(now, format!("{summary}: {reason}")),
+        (None, None) => state.record(now, summary),
     }
     if state.is_settled() {
         return finish(ctx, &msg, state).await;
@@ -210,6 +230,10 @@ async fn finish<C: Courier>(ctx: &Ctx<C>, msg: &Message, mut state: DeliveryStat
         bounce(ctx, msg, &failed, &to).await;
     }
     state.failed_reason = Some(reason.clone());
+    state.record(
+        ctx.clock.now(),
+        format!("moved to the failed area: {reason}"),
+    );
     match ctx.spool.fail(msg.id, &state).await {
         Ok(()) => events::failed(&id_text, &reason),
         Err(e) => {

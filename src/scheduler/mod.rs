@@ -26,9 +26,10 @@
 
 mod attempt;
 mod budget;
+mod commands;
 mod retry;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -39,6 +40,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use attempt::{AttemptReport, Next};
+pub use commands::{Command, Handle, PauseStatus, Status, cause_name, rfc3339};
 pub use retry::RetryPolicy;
 
 use crate::delivery::{Outgoing, PauseKind, Report, Upstream};
@@ -92,6 +94,8 @@ struct Paused {
     /// Pauses in a row (sets the backoff).
     failures: u32,
     kind: PauseKind,
+    /// The upstream's words.
+    reason: String,
 }
 
 struct Scheduler<C: Courier> {
@@ -107,6 +111,10 @@ struct Scheduler<C: Courier> {
     budget_wait: Option<Instant>,
     /// Recipients of attempts in flight, counted against the budget until they report.
     reserved: HashMap<QueueId, u32>,
+    /// Messages with an attempt running.
+    in_flight: HashSet<QueueId>,
+    /// Messages held by the operator.
+    held: HashSet<QueueId>,
 }
 
 /// Runs the scheduler until `cancel` fires and the attempts in flight have finished.
@@ -116,6 +124,7 @@ pub async fn run<C: Courier>(
     settings: Settings,
     recovered: Vec<QueuedMessage>,
     mut committed: mpsc::UnboundedReceiver<QueuedMessage>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
     cancel: CancellationToken,
 ) {
     let saved = spool.load_budget().await;
@@ -142,9 +151,15 @@ pub async fn run<C: Courier>(
         budget,
         budget_wait: None,
         reserved: HashMap::new(),
+        in_flight: HashSet::new(),
+        held: HashSet::new(),
     };
     for q in recovered {
-        s.schedule(q.id, q.next_attempt, q.pending);
+        if q.held {
+            s.held.insert(q.id);
+        } else {
+            s.schedule(q.id, q.next_attempt, q.pending);
+        }
     }
     loop {
         s.dispatch();
@@ -152,6 +167,7 @@ pub async fn run<C: Courier>(
         tokio::select! {
             _ = cancel.cancelled() => break,
             Some(q) = committed.recv() => s.schedule(q.id, q.next_attempt, q.pending),
+            Some(cmd) = commands.recv() => s.command(cmd),
             Some(done) = s.running.join_next(), if !s.running.is_empty() => s.handle(done).await,
             _ = sleep_until(wake), if wake.is_some() => {}
         }
@@ -246,6 +262,7 @@ impl<C: Courier> Scheduler<C> {
                 self.reserved.insert(id, cost);
             }
             let failures = self.pause.as_ref().map_or(0, |p| p.failures);
+            self.in_flight.insert(id);
             let ctx = self.ctx.clone();
             self.running
                 .spawn(async move { (id, attempt::run(ctx, id, failures).await) });
@@ -284,6 +301,7 @@ impl<C: Courier> Scheduler<C> {
             self.resume();
         }
         self.reserved.remove(&id);
+        self.in_flight.remove(&id);
         if report.delivered > 0 && self.budget.is_limited() {
             self.budget
                 .record(self.ctx.clock.now(), report.delivered as u32);
@@ -318,6 +336,7 @@ impl<C: Courier> Scheduler<C> {
                     until: self.ctx.clock.instant_of(at),
                     failures,
                     kind: pause.kind,
+                    reason: pause.reason,
                 });
             }
         }

@@ -82,8 +82,29 @@ pub struct DeliveryState {
     /// Why the message was moved to the failed area (only there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_reason: Option<String>,
+    /// Held by the operator (`gmail-relay queue hold`): not attempted until released.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
     /// One entry per envelope recipient, same order.
     pub recipients: Vec<RecipientState>,
+    /// What happened to the message, oldest first: attempts and operator actions (the last
+    /// [`HISTORY_LEN`] of them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistoryEntry>,
+}
+
+/// How many history entries a state file keeps: enough to see a pattern, bounded so a message
+/// retried for days keeps a small state file.
+pub const HISTORY_LEN: usize = 20;
+
+/// One event in a message's life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// When.
+    #[serde(with = "unix_ms")]
+    pub at: SystemTime,
+    /// What happened, in words (the upstream's reply included).
+    pub event: String,
 }
 
 impl DeliveryState {
@@ -94,6 +115,8 @@ impl DeliveryState {
             next_attempt: envelope.received_at,
             last_error: None,
             failed_reason: None,
+            held: false,
+            history: Vec::new(),
             recipients: envelope
                 .recipients
                 .iter()
@@ -111,6 +134,17 @@ impl DeliveryState {
         self.recipients
             .iter()
             .filter(|r| r.status == RecipientStatus::Pending)
+    }
+
+    /// Adds an event to the history, dropping the oldest beyond [`HISTORY_LEN`].
+    pub fn record(&mut self, at: SystemTime, event: impl Into<String>) {
+        if self.history.len() >= HISTORY_LEN {
+            self.history.remove(0);
+        }
+        self.history.push(HistoryEntry {
+            at,
+            event: event.into(),
+        });
     }
 
     /// True when no recipient is pending any more.

@@ -32,6 +32,7 @@
 //!
 //! The spool decides nothing about timing: the scheduler says when, the spool records it.
 
+mod admin;
 mod commit;
 mod format;
 mod fsio;
@@ -46,12 +47,26 @@ use std::time::SystemTime;
 
 use tokio::sync::mpsc;
 
-pub use format::{DeliveryState, Envelope, FormatError, RecipientState, RecipientStatus};
+pub use admin::Summary;
+pub use format::{
+    DeliveryState, Envelope, FormatError, HISTORY_LEN, HistoryEntry, RecipientState,
+    RecipientStatus,
+};
 pub use id::QueueId;
 
 use crate::observe::events;
 use commit::Committer;
 use id::IdGen;
+
+/// The two places a message can be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Area {
+    /// Waiting for delivery (or held).
+    Queue,
+    /// Given up on; kept for inspection and requeue.
+    Failed,
+}
 
 /// A message waiting in the queue, as the scheduler sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +79,8 @@ pub struct QueuedMessage {
     pub next_attempt: SystemTime,
     /// Recipients still to deliver (what the next attempt costs against the send budget).
     pub pending: usize,
+    /// Held by the operator: not attempted until released.
+    pub held: bool,
 }
 
 /// A queued message read back for an attempt.
@@ -244,14 +261,29 @@ impl Spool {
             received_at: envelope.received_at,
             next_attempt: envelope.received_at,
             pending: envelope.recipients.len(),
+            held: false,
         });
         Ok(())
     }
 
+    /// The directory of an area.
+    fn area_dir(&self, area: Area) -> &Path {
+        match area {
+            Area::Queue => &self.inner.queue,
+            Area::Failed => &self.inner.failed,
+        }
+    }
+
     /// Reads a queued message and its delivery state (a fresh state if it was never tried).
     pub async fn load(&self, id: QueueId) -> Result<Message, SpoolError> {
-        let msg = self.msg_path(&self.inner.queue, id);
-        let state = self.state_path(&self.inner.queue, id);
+        self.load_from(Area::Queue, id).await
+    }
+
+    /// Reads a message from `area` with its state.
+    pub async fn load_from(&self, area: Area, id: QueueId) -> Result<Message, SpoolError> {
+        let dir = self.area_dir(area);
+        let msg = self.msg_path(dir, id);
+        let state = self.state_path(dir, id);
         blocking(move || {
             let bytes = std::fs::read(&msg).map_err(|e| match e.kind() {
                 io::ErrorKind::NotFound => SpoolError::NotFound(id),
@@ -283,9 +315,15 @@ impl Spool {
 
     /// Removes a message whose every recipient is settled.
     pub async fn remove(&self, id: QueueId) -> Result<(), SpoolError> {
-        let msg = self.msg_path(&self.inner.queue, id);
-        let state = self.state_path(&self.inner.queue, id);
-        let queue = self.inner.queue.clone();
+        self.remove_from(Area::Queue, id).await
+    }
+
+    /// Removes a message (its files) from `area`.
+    pub async fn remove_from(&self, area: Area, id: QueueId) -> Result<(), SpoolError> {
+        let dir = self.area_dir(area);
+        let msg = self.msg_path(dir, id);
+        let state = self.state_path(dir, id);
+        let queue = dir.to_path_buf();
         blocking(move || {
             // Message first: a state file left alone by a crash is recognised as debris.
             fsio::remove_if_exists(&msg).map_err(io_err("remove", &msg))?;
@@ -336,9 +374,12 @@ impl Spool {
                 next_attempt: SystemTime::now(),
                 last_error: None,
                 failed_reason: None,
+                held: false,
+                history: Vec::new(),
                 recipients: Vec::new(),
             });
         state.failed_reason = Some(reason.to_owned());
+        state.record(SystemTime::now(), format!("quarantined: {reason}"));
         let tmp = self.state_path(&self.inner.tmp, id);
         fsio::replace(&tmp, &state_path, &format::encode_state(&state))
             .map_err(io_err("write", &state_path))?;

@@ -85,15 +85,16 @@ fn check(spool: &Spool, id: QueueId, has_state: bool) -> Result<QueuedMessage, S
     } else {
         None
     };
-    let (next_attempt, pending) = match state {
-        Some(s) => (s.next_attempt, s.pending().count()),
-        None => (envelope.received_at, envelope.recipients.len()),
+    let (next_attempt, pending, held) = match state {
+        Some(s) => (s.next_attempt, s.pending().count(), s.held),
+        None => (envelope.received_at, envelope.recipients.len(), false),
     };
     Ok(QueuedMessage {
         id,
         received_at: envelope.received_at,
         next_attempt,
         pending,
+        held,
     })
 }
 

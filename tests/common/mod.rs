@@ -316,3 +316,91 @@ pub fn without_trace_header(data: &[u8]) -> &[u8] {
         i = nl;
     }
 }
+
+/// Waits (bounded by [`WAIT`]) until `cond` holds, checking every 20 ms.
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What the binary printed and its exit code.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// The standard output as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {} / {}", self.stdout, self.stderr))
+    }
+}
+
+/// Runs the `gmail-relay` binary off the runtime's thread (the in-process relay keeps
+/// serving meanwhile), with no `GMAIL_RELAY*` variables but `env`, and `stdin` as input.
+pub async fn run_binary(args: Vec<String>, env: Vec<(String, String)>, stdin: Vec<u8>) -> Run {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gmail-relay"));
+        cmd.args(&args).env_remove("RUST_LOG");
+        for (k, _) in std::env::vars() {
+            if k.starts_with("GMAIL_RELAY") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(env)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        let _ = input.write_all(&stdin);
+        drop(input);
+        let out = child.wait_with_output().unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    })
+    .await
+    .unwrap()
+}
+
+impl TestRelay {
+    /// `gmail-relay queue --config <this relay's config> <args>`.
+    pub async fn queue(&self, args: &[&str]) -> Run {
+        let mut all = vec![
+            "queue".to_owned(),
+            "--config".to_owned(),
+            self.config.display().to_string(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        run_binary(all, vec![], vec![]).await
+    }
+
+    /// The ids in the queue directory, oldest first.
+    pub fn queued_ids(&self) -> Vec<String> {
+        self.files("queue")
+            .iter()
+            .filter_map(|f| f.strip_suffix(".msg").map(str::to_owned))
+            .collect()
+    }
+
+    /// The ids in the failed area, oldest first.
+    pub fn failed_ids(&self) -> Vec<String> {
+        self.files("failed")
+            .iter()
+            .filter_map(|f| f.strip_suffix(".msg").map(str::to_owned))
+            .collect()
+    }
+}

@@ -1,0 +1,85 @@
+//! `gmail-relay oauth authorize|test`: getting and checking the XOAUTH2 refresh token.
+
+use std::path::Path;
+
+use anyhow::Context;
+use gmail_relay::{config, delivery};
+
+/// The XOAUTH2 token source of a config, or an error saying how to enable it.
+fn token_source(
+    cfg: &config::Config,
+    path: &Path,
+) -> anyhow::Result<gmail_relay::auth::TokenSource> {
+    cfg.upstream
+        .credentials
+        .token_source()
+        .cloned()
+        .with_context(|| {
+            format!(
+                "{}: upstream.auth is not \"xoauth2\"; set it and [upstream.oauth2] first",
+                path.display()
+            )
+        })
+}
+
+pub async fn authorize(path: &Path) -> anyhow::Result<()> {
+    use gmail_relay::auth::{RefreshToken, authorize, write_secret_file};
+    let cfg = config::load(path)?;
+    let source = token_source(&cfg, path)?;
+    let settings = source.settings();
+    let RefreshToken::File(file) = &settings.refresh_token else {
+        anyhow::bail!(
+            "{}: set upstream.oauth2.refresh_token_file (instead of refresh_token) so the \
+             token can be stored",
+            path.display()
+        );
+    };
+    let auth = authorize::begin(settings, cfg.upstream.credentials.username()).await?;
+    println!("{}", auth.url);
+    eprintln!(
+        "\nOpen the URL above in a browser, sign in as {} and allow access.\n\
+         Google then redirects to {} on this machine. If the browser runs elsewhere and that page\n\
+         does not load, copy the address from the browser's address bar and paste it here.\n",
+        cfg.upstream.credentials.username(),
+        auth.redirect_uri
+    );
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { break };
+            if tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let code = auth.wait_for_code(rx).await?;
+    let refresh = auth.exchange(settings, source.http(), &code).await?;
+    write_secret_file(file, refresh.expose())
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    eprintln!(
+        "Authorized. The refresh token is in {} (mode 0600). Check it with:\n  gmail-relay oauth test --config {}",
+        file.display(),
+        path.display()
+    );
+    Ok(())
+}
+
+pub async fn test(path: &Path) -> anyhow::Result<()> {
+    let cfg = config::load(path)?;
+    let source = token_source(&cfg, path)?;
+    let token = source.token().await.context("fetching an access token")?;
+    let valid = token
+        .expires_at
+        .saturating_duration_since(tokio::time::Instant::now());
+    println!(
+        "access token: OK (valid for {})",
+        humantime::format_duration(std::time::Duration::from_secs(valid.as_secs()))
+    );
+    let upstream = delivery::Upstream::new(cfg.upstream.clone())?;
+    let done = upstream
+        .check_login()
+        .await
+        .map_err(|p| anyhow::anyhow!("{p}"))?;
+    println!("upstream: {done}");
+    Ok(())
+}

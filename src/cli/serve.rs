@@ -1,0 +1,116 @@
+//! `gmail-relay serve` and `gmail-relay check`: running the daemon, validating a config.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use gmail_relay::{config, daemon, delivery, intake, observe};
+
+use super::EXIT_CONFIG;
+
+/// Loads and validates the config, printing the error and returning the exit code on failure.
+fn load(path: &Path) -> Result<config::Config, ExitCode> {
+    config::load(path).map_err(|e| {
+        eprintln!("gmail-relay: configuration error: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+pub fn check(path: &Path) -> ExitCode {
+    let cfg = match load(path) {
+        Ok(cfg) => cfg,
+        Err(code) => return code,
+    };
+    if let Err(e) = delivery::Upstream::new(cfg.upstream.clone()) {
+        eprintln!("gmail-relay: configuration error: {}: {e}", path.display());
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    if let Err(e) = intake::tls_acceptor(&cfg.listen) {
+        eprintln!("gmail-relay: configuration error: {}: {e}", path.display());
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    println!(
+        "{}: OK\n  listen: {}\n  allowed networks: {}\n  queue: {}\n  upstream: {}:{} ({}) as {}",
+        path.display(),
+        cfg.listen
+            .listeners()
+            .iter()
+            .map(|l| match l.kind {
+                config::ListenerKind::Plain { starttls: true } => format!("{} (STARTTLS)", l.addr),
+                config::ListenerKind::Plain { starttls: false } => l.addr.to_string(),
+                config::ListenerKind::ImplicitTls => format!("{} (TLS)", l.addr),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        cfg.listen
+            .allowed_networks
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        cfg.queue.dir.display(),
+        cfg.upstream.host,
+        cfg.upstream.port,
+        cfg.upstream.tls,
+        cfg.upstream.credentials.username(),
+    );
+    ExitCode::SUCCESS
+}
+
+pub fn serve(path: &Path) -> ExitCode {
+    let cfg = match load(path) {
+        Ok(cfg) => cfg,
+        Err(code) => return code,
+    };
+    if let Err(e) = observe::init(&cfg.log) {
+        eprintln!("gmail-relay: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .and_then(|rt| {
+            rt.block_on(async {
+                daemon::run(cfg, signals())
+                    .await
+                    .map_err(anyhow::Error::from)
+            })
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("gmail-relay: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves at the first SIGTERM or SIGINT. A second one exits at once: safe, because every
+/// acknowledged message is already on disk.
+async fn signals() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the relay with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!(
+        "signal received; finishing sessions and deliveries in flight (signal again to exit at once)"
+    );
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::warn!("second signal: exiting at once; queued mail is safe on disk");
+        std::process::exit(1);
+    });
+}

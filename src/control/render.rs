@@ -1,0 +1,200 @@
+//! The queue commands' text output, for people (scripts use `--json`).
+//!
+//! `queue list` reads like Postfix's `mailq`: one block per message (id, size, age, state,
+//! sender, then one line per recipient with its state and the upstream's last reply) and a
+//! closing summary line; the first line says whether delivery runs or is paused, and why.
+
+use std::fmt::Write;
+use std::time::{Duration, SystemTime};
+
+use super::Done;
+use super::view::{Listing, MessageState, MessageView, Shown};
+use crate::scheduler::Status;
+use crate::spool::RecipientStatus;
+
+/// `3m`, `2h 5m`, `4d 1h`: a duration to the minute (seconds under a minute).
+fn short(d: Duration) -> String {
+    let secs = d.as_secs();
+    let rounded = if secs < 60 { secs } else { secs - secs % 60 };
+    let rounded = if secs >= 86_400 {
+        rounded - rounded % 3600
+    } else {
+        rounded
+    };
+    humantime::format_duration(Duration::from_secs(rounded)).to_string()
+}
+
+fn age(now: SystemTime, then: SystemTime) -> String {
+    short(now.duration_since(then).unwrap_or_default())
+}
+
+fn until(now: SystemTime, then: SystemTime) -> String {
+    match then.duration_since(now) {
+        Ok(d) if d.as_secs() > 0 => format!("in {}", short(d)),
+        _ => "now".to_owned(),
+    }
+}
+
+fn size(bytes: u64) -> String {
+    match bytes {
+        b if b < 1024 => format!("{b} B"),
+        b if b < 1024 * 1024 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)),
+    }
+}
+
+fn sender(s: &str) -> &str {
+    if s.is_empty() { "<>" } else { s }
+}
+
+/// The one-line state of delivery.
+pub fn render_status(status: Option<&Status>, running: bool, now: SystemTime) -> String {
+    match status {
+        _ if !running => "relay not running: the spool was read directly; changes take effect \
+                          when it starts"
+            .to_owned(),
+        None => "relay running".to_owned(),
+        Some(s) => match &s.pause {
+            Some(p) => format!(
+                "delivery PAUSED ({}): {}; next probe {} ({})",
+                p.cause,
+                p.reason,
+                humantime::format_rfc3339_seconds(p.next_probe),
+                until(now, p.next_probe)
+            ),
+            None if s.active.is_empty() => "delivery running".to_owned(),
+            None => format!(
+                "delivery running, {} attempt(s) in progress",
+                s.active.len()
+            ),
+        },
+    }
+}
+
+fn message_block(out: &mut String, m: &MessageView, now: SystemTime, paused: bool) {
+    let _ = write!(
+        out,
+        "{}  {:>9}  {:>8} old  {}",
+        m.id,
+        size(m.size),
+        age(now, m.received_at),
+        m.state.as_str()
+    );
+    if m.attempts > 0 {
+        let _ = write!(out, ", {} attempt(s)", m.attempts);
+    }
+    if let (Some(next), MessageState::Queued | MessageState::Deferred) = (m.next_attempt, m.state) {
+        match until(now, next) {
+            when if when == "now" && paused => {
+                let _ = write!(out, ", waiting for the pause to end");
+            }
+            when => {
+                let _ = write!(out, ", next {when}");
+            }
+        }
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "    from {}", sender(&m.sender));
+    let width = m
+        .recipients
+        .iter()
+        .map(|r| r.address.len())
+        .max()
+        .unwrap_or(0);
+    for r in &m.recipients {
+        let status = match r.status {
+            RecipientStatus::Pending => "pending",
+            RecipientStatus::Delivered => "delivered",
+            RecipientStatus::Failed => "failed",
+        };
+        let line = format!(
+            "    to   {:width$}  {status:9}  {}",
+            r.address,
+            r.reply.as_deref().unwrap_or_default()
+        );
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    if let Some(e) = &m.failed_reason {
+        let _ = writeln!(out, "    failed: {e}");
+    } else if let Some(e) = &m.last_error {
+        let _ = writeln!(out, "    last error: {e}");
+    }
+}
+
+/// `queue list`.
+pub fn render_list(listing: &Listing, now: SystemTime) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}",
+        render_status(listing.status.as_ref(), listing.running, now)
+    );
+    let count = |state| listing.messages.iter().filter(|m| m.state == state).count();
+    let failed = count(MessageState::Failed);
+    let queued = listing.messages.len() - failed;
+    if listing.messages.is_empty() {
+        let _ = writeln!(out, "queue is empty");
+        return out;
+    }
+    let paused = listing.status.as_ref().is_some_and(|s| s.pause.is_some());
+    for m in &listing.messages {
+        let _ = writeln!(out);
+        message_block(&mut out, m, now, paused);
+    }
+    let bytes: u64 = listing.messages.iter().map(|m| m.size).sum();
+    let _ = writeln!(
+        out,
+        "\n-- {queued} queued ({} held, {} active, {} deferred), {failed} failed, {} in total",
+        count(MessageState::Held),
+        count(MessageState::Active),
+        count(MessageState::Deferred),
+        size(bytes)
+    );
+    out
+}
+
+/// `queue show`.
+pub fn render_show(shown: &Shown, now: SystemTime) -> String {
+    let mut out = String::new();
+    let m = &shown.message;
+    message_block(&mut out, m, now, false);
+    let _ = writeln!(
+        out,
+        "    received {} from {} (helo {})",
+        humantime::format_rfc3339_seconds(m.received_at),
+        m.client,
+        m.helo
+    );
+    if !shown.history.is_empty() {
+        let _ = writeln!(out, "\nhistory:");
+        for h in &shown.history {
+            let _ = writeln!(
+                out,
+                "    {}  {}",
+                humantime::format_rfc3339_seconds(h.at),
+                h.event
+            );
+        }
+    }
+    match &shown.body {
+        Some(body) => {
+            let _ = write!(out, "\n{}", body.replace("\r\n", "\n"));
+        }
+        None => {
+            let _ = write!(out, "\n{}", shown.headers.replace("\r\n", "\n"));
+        }
+    }
+    out
+}
+
+/// The result of a change.
+pub fn render_done(done: &Done, running: bool) -> String {
+    if running || done.message.contains("relay is stopped") {
+        done.message.clone()
+    } else {
+        format!(
+            "{} (relay not running: the spool was changed directly)",
+            done.message
+        )
+    }
+}
