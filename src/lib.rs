@@ -14,6 +14,7 @@
 //!
 //! - [`daemon`]: start-up order and shutdown; wires the rest together.
 //! - [`control`]: the queue commands, through the control socket or on a stopped spool.
+//! - [`sendmail`]: the sendmail interface, a local client of the intake.
 //! - [`intake`]: SMTP listeners and sessions; answers 250 only after the spool commit.
 //! - [`policy`]: who may relay and within which limits (pure decisions).
 //! - [`scheduler`]: what is due when; retries, backoff, pauses, concurrency.
@@ -48,4 +49,5 @@ pub mod observe;
 pub mod policy;
 pub mod rfc5322;
 pub mod scheduler;
+pub mod sendmail;
 pub mod spool;

@@ -41,6 +41,13 @@ enum Command {
     },
     /// Inspect and change the queue (works whether or not the relay runs).
     Queue(cli::queue::QueueArgs),
+    /// The sendmail interface: read a message on standard input and hand it to the running
+    /// relay (flags as sendmail's: -t, -f, -F, -i, recipients; exit codes as sysexits).
+    Sendmail {
+        /// sendmail's flags and recipients.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Read a password on standard input and print its argon2id hash, for `listen.users`.
     HashPassword,
     /// OAuth2 for Gmail (upstream.auth = "xoauth2").
@@ -71,13 +78,16 @@ fn main() -> ExitCode {
         .map(PathBuf::from)
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_default();
-    if argv0 == "mailq" {
-        return cli::queue::run(cli::queue::QueueArgs::mailq());
+    match argv0.as_str() {
+        "mailq" => return cli::queue::run(cli::queue::QueueArgs::mailq_with(None)),
+        "sendmail" => return cli::sendmail::run(std::env::args().skip(1).collect()),
+        _ => {}
     }
     match Cli::parse().command {
         Command::Check { config } => cli::serve::check(&config),
         Command::Serve { config } => cli::serve::serve(&config),
         Command::Queue(args) => cli::queue::run(args),
+        Command::Sendmail { args } => cli::sendmail::run(args),
         Command::HashPassword => cli::hash_password(),
         Command::Oauth(Oauth::Authorize { config }) => {
             cli::with_runtime(cli::oauth::authorize(&config))

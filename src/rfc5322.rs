@@ -66,6 +66,92 @@ pub fn printable(s: &str) -> String {
         .collect()
 }
 
+/// The value of a header field (the bytes after the colon), unfolded and trimmed, as text
+/// (lossy UTF-8).
+pub fn field_value(field: &[u8]) -> String {
+    let value = match memchr::memchr(b':', field) {
+        Some(colon) => &field[colon + 1..],
+        None => field,
+    };
+    let text = String::from_utf8_lossy(value);
+    text.split("\r\n")
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim()
+        .to_owned()
+}
+
+/// The addresses of an address-list field value (`To:`, `Cc:`, `Bcc:`, `From:`):
+/// `a@x, "Doe, J" <j@x>, Team: b@x, c@x;, d@x (comment)` gives `a@x`, `j@x`, `b@x`, `c@x`,
+/// `d@x`. Display names, comments and group names are dropped; an element without `@` (a
+/// local user name such as `root`) is returned as it is.
+pub fn addresses(value: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut plain = String::new(); // the element outside quotes, comments and brackets
+    let mut angle: Option<String> = None;
+    let (mut quoted, mut escaped, mut depth, mut in_angle) = (false, false, 0u32, false);
+    // An element without angle brackets that still has spaces is not one address (e.g. a bare
+    // display name in a malformed field): its last word is where the address is.
+    let mut finish = |plain: &mut String, angle: &mut Option<String>| {
+        let address = match angle.take() {
+            Some(a) => a.trim().to_owned(),
+            None => plain
+                .split_whitespace()
+                .last()
+                .unwrap_or_default()
+                .to_owned(),
+        };
+        if !address.is_empty() {
+            out.push(address);
+        }
+        plain.clear();
+    };
+    for c in value.chars() {
+        if escaped {
+            escaped = false;
+            if in_angle {
+                angle.get_or_insert_default().push(c);
+            }
+            continue;
+        }
+        match c {
+            '\\' if quoted || depth > 0 => escaped = true,
+            '"' if depth == 0 => {
+                quoted = !quoted;
+                if in_angle {
+                    angle.get_or_insert_default().push(c);
+                }
+            }
+            _ if quoted => {
+                if in_angle {
+                    angle.get_or_insert_default().push(c);
+                }
+            }
+            '(' => depth += 1,
+            ')' if depth > 0 => depth -= 1,
+            _ if depth > 0 => {}
+            '<' => {
+                in_angle = true;
+                angle = Some(String::new());
+            }
+            '>' if in_angle => in_angle = false,
+            _ if in_angle => angle.get_or_insert_default().push(c),
+            // A group's name: what came before is not an address.
+            ':' => plain.clear(),
+            ',' | ';' => finish(&mut plain, &mut angle),
+            c if c.is_whitespace() => {
+                if !plain.is_empty() && !plain.ends_with(' ') {
+                    plain.push(' ');
+                }
+            }
+            c => plain.push(c),
+        }
+    }
+    finish(&mut plain, &mut angle);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,5 +176,29 @@ mod tests {
     fn dates_use_a_numeric_zone() {
         let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000);
         assert_eq!(date(t), "Wed, 18 Nov 2026 11:06:40 +0000");
+    }
+
+    #[test]
+    fn address_lists_as_mail_programs_write_them() {
+        let cases: &[(&str, &[&str])] = &[
+            ("a@x", &["a@x"]),
+            ("a@x, b@y", &["a@x", "b@y"]),
+            ("\"Doe, John\" <j@x>, Mary <m@y>", &["j@x", "m@y"]),
+            ("d@x (Dee, D)", &["d@x"]),
+            ("Team: b@x, c@x;, e@x", &["b@x", "c@x", "e@x"]),
+            ("undisclosed-recipients:;", &[]),
+            ("root", &["root"]),
+            ("<\"odd user\"@x>", &["\"odd user\"@x"]),
+            ("  ", &[]),
+            ("=?UTF-8?B?w4lsb2R5?= <e@x>", &["e@x"]),
+        ];
+        for (value, want) in cases {
+            assert_eq!(addresses(value), *want, "{value}");
+        }
+    }
+
+    #[test]
+    fn values_are_unfolded() {
+        assert_eq!(field_value(b"To: a@x,\r\n\tb@y\r\n"), "a@x, b@y");
     }
 }

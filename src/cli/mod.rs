@@ -2,6 +2,7 @@
 
 pub mod oauth;
 pub mod queue;
+pub mod sendmail;
 pub mod serve;
 
 use std::path::PathBuf;
@@ -20,6 +21,14 @@ pub const DEFAULT_CONFIG: &str = "/etc/gmail-relay/relay.toml";
 pub fn config_path(flag: Option<PathBuf>) -> PathBuf {
     flag.or_else(|| std::env::var_os("GMAIL_RELAY_CONFIG").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
+}
+
+/// Logging for the local tools: warnings and errors on standard error (`RUST_LOG` for more).
+pub fn init_cli_logging() {
+    let _ = gmail_relay::observe::init(&config::LogConfig {
+        level: "warn".to_owned(),
+        format: config::LogFormat::Text,
+    });
 }
 
 /// Runs a future on a single-threaded runtime (the local tools do little at a time).

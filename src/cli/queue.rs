@@ -87,10 +87,10 @@ fn parse_id(text: &str) -> Result<QueueId, String> {
 }
 
 impl QueueArgs {
-    /// `mailq`: list the queue with the default config.
-    pub fn mailq() -> QueueArgs {
+    /// `mailq` (and `sendmail -bp`): list the queue.
+    pub fn mailq_with(config: Option<std::path::PathBuf>) -> QueueArgs {
         QueueArgs {
-            config: None,
+            config,
             json: false,
             command: QueueCommand::List,
         }
@@ -99,6 +99,7 @@ impl QueueArgs {
 
 /// Runs a queue command; exit 0 done, 1 failed, 2 config, 3 no such message, 4 busy.
 pub fn run(args: QueueArgs) -> ExitCode {
+    super::init_cli_logging();
     let path = config_path(args.config);
     let local = match config::load_local(&path, None) {
         Ok(l) => l,

@@ -64,6 +64,9 @@ pub struct Local {
     pub queue_dir: PathBuf,
     /// The metrics endpoint.
     pub metrics: MetricsConfig,
+    /// `sendmail.admin_address`: where `sendmail` sends mail for local users (`root`, a cron
+    /// job's owner), which have no domain Gmail could deliver to.
+    pub admin_address: Option<String>,
 }
 
 /// How one listener speaks to its clients.

@@ -23,6 +23,8 @@ pub(super) struct Raw {
     pub log: RawLog,
     #[serde(default)]
     pub metrics: RawMetrics,
+    #[serde(default)]
+    pub sendmail: RawSendmail,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -168,4 +170,10 @@ pub(super) struct RawLog {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawMetrics {
     pub addr: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSendmail {
+    pub admin_address: Option<String>,
 }

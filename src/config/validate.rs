@@ -47,6 +47,10 @@ pub(super) fn validate(raw: Raw, base: &Path) -> Result<Config> {
         log: log(raw.log)?,
         metrics: metrics(raw.metrics)?,
     })
+    .and_then(|config| {
+        admin_address(raw.sendmail.admin_address)?;
+        Ok(config)
+    })
 }
 
 /// The part of the config the local tools need; see [`super::Local`].
@@ -62,7 +66,19 @@ pub(super) fn local(raw: Raw, base: &Path) -> Result<super::Local> {
         hostname: hostname(raw.listen.hostname)?,
         queue_dir: queue(raw.queue, base)?.dir,
         metrics: metrics(raw.metrics)?,
+        admin_address: admin_address(raw.sendmail.admin_address)?,
     })
+}
+
+fn admin_address(raw: Option<String>) -> Result<Option<String>> {
+    match raw.map(|a| a.trim().to_owned()) {
+        None => Ok(None),
+        Some(a) if a.contains('@') && !a.contains(['<', '>', ' ', ',']) => Ok(Some(a)),
+        Some(a) => invalid(
+            "sendmail.admin_address",
+            format!("{a:?} is not one email address (user@domain)"),
+        ),
+    }
 }
 
 fn metrics(raw: RawMetrics) -> Result<MetricsConfig> {
