@@ -33,11 +33,26 @@ enum Command {
         #[arg(long, short = 'c', value_name = "FILE")]
         config: PathBuf,
     },
-    /// Validate the configuration and exit (0 valid, 2 invalid).
+    /// Validate the configuration and exit (0 valid, 2 invalid; 1 if --upstream fails).
     Check {
         /// The configuration file.
         #[arg(long, short = 'c', value_name = "FILE")]
         config: PathBuf,
+        /// Also connect to the upstream, secure the connection and log in (no mail is sent).
+        #[arg(long)]
+        upstream: bool,
+    },
+    /// Queue a small test message through the running relay and wait for its outcome.
+    SendTest {
+        /// The configuration file [default: $GMAIL_RELAY_CONFIG, else /etc/gmail-relay/relay.toml].
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Where to send it.
+        #[arg(long, value_name = "ADDR")]
+        to: String,
+        /// How long to wait for the outcome.
+        #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = humantime::parse_duration)]
+        wait: std::time::Duration,
     },
     /// Inspect and change the queue (works whether or not the relay runs).
     Queue(cli::queue::QueueArgs),
@@ -84,7 +99,8 @@ fn main() -> ExitCode {
         _ => {}
     }
     match Cli::parse().command {
-        Command::Check { config } => cli::serve::check(&config),
+        Command::Check { config, upstream } => cli::serve::check(&config, upstream),
+        Command::SendTest { config, to, wait } => cli::send_test::run(config, &to, wait),
         Command::Serve { config } => cli::serve::serve(&config),
         Command::Queue(args) => cli::queue::run(args),
         Command::Sendmail { args } => cli::sendmail::run(args),

@@ -2,6 +2,7 @@
 
 pub mod oauth;
 pub mod queue;
+pub mod send_test;
 pub mod sendmail;
 pub mod serve;
 

@@ -16,7 +16,7 @@ fn load(path: &Path) -> Result<config::Config, ExitCode> {
     })
 }
 
-pub fn check(path: &Path) -> ExitCode {
+pub fn check(path: &Path, upstream: bool) -> ExitCode {
     let cfg = match load(path) {
         Ok(cfg) => cfg,
         Err(code) => return code,
@@ -54,7 +54,19 @@ pub fn check(path: &Path) -> ExitCode {
         cfg.upstream.tls,
         cfg.upstream.credentials.username(),
     );
-    ExitCode::SUCCESS
+    if !upstream {
+        return ExitCode::SUCCESS;
+    }
+    let login = async {
+        let upstream = delivery::Upstream::new(cfg.upstream.clone())?;
+        let done = upstream
+            .check_login()
+            .await
+            .map_err(|p| anyhow::anyhow!("{p}"))?;
+        println!("  upstream check: {done}");
+        Ok(())
+    };
+    super::with_runtime(login)
 }
 
 pub fn serve(path: &Path) -> ExitCode {

@@ -33,6 +33,8 @@ pub struct Conn {
     pub smtp: AsyncSmtpConnection,
     /// The largest message the server accepts (its EHLO `SIZE`), if it said.
     pub max_size: Option<usize>,
+    /// The EHLO keywords it offered over TLS (`SIZE 35882577`, `AUTH LOGIN PLAIN ...`).
+    pub capabilities: Vec<String>,
     /// When the OAuth2 token it logged in with expires (Gmail bounds the session by it).
     pub expires: Option<tokio::time::Instant>,
 }
@@ -81,7 +83,14 @@ pub async fn open(cfg: &UpstreamConfig, tls: &UpstreamTls) -> Result<Conn, Pause
             },
             TokenError::Unavailable(why) => unreachable(format!("no OAuth2 access token: {why}")),
         })?;
-        let (mut smtp, max_size) = secure(cfg, tls, &server).await?;
+        let (mut smtp, capabilities) = secure(cfg, tls, &server).await?;
+        let max_size = capabilities.iter().find_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next()?.eq_ignore_ascii_case("SIZE"))
+                .then(|| words.next()?.parse::<usize>().ok())
+                .flatten()
+                .filter(|&n| n > 0)
+        });
         let expires = match &login {
             Login::XOAuth2 { token, .. } => Some(token.expires_at),
             Login::Password { .. } => None,
@@ -91,6 +100,7 @@ pub async fn open(cfg: &UpstreamConfig, tls: &UpstreamTls) -> Result<Conn, Pause
                 return Ok(Conn {
                     smtp,
                     max_size,
+                    capabilities,
                     expires,
                 });
             }
@@ -128,12 +138,12 @@ enum Refusal {
     Pause(Pause),
 }
 
-/// TCP, TLS and EHLO: a secure connection ready for AUTH, and the server's SIZE.
+/// TCP, TLS and EHLO: a secure connection ready for AUTH, and the EHLO keywords.
 async fn secure(
     cfg: &UpstreamConfig,
     tls: &UpstreamTls,
     server: &str,
-) -> Result<(AsyncSmtpConnection, Option<usize>), Pause> {
+) -> Result<(AsyncSmtpConnection, Vec<String>), Pause> {
     let tcp = step(cfg.timeout, &format!("connect to {server}"), async {
         TcpStream::connect((cfg.host.as_str(), cfg.port))
             .await
@@ -197,22 +207,18 @@ async fn secure(
         }
     };
 
-    // lettre keeps only the EHLO keywords it knows; SIZE is read from a second EHLO.
-    let max_size = match command(&mut smtp, format!("EHLO {}", cfg.helo_name), cfg.timeout).await {
-        Ok(reply) => reply.message().find_map(|line| {
-            let mut words = line.split_whitespace();
-            (words.next()?.eq_ignore_ascii_case("SIZE"))
-                .then(|| words.next()?.parse::<usize>().ok())
-                .flatten()
-                .filter(|&n| n > 0)
-        }),
-        Err(failure) => {
-            smtp.abort().await;
-            return Err(refused(Stage::Ehlo, &failure, server));
-        }
-    };
+    // lettre keeps only the EHLO keywords it knows; SIZE and the rest come from a second EHLO.
+    let capabilities =
+        match command(&mut smtp, format!("EHLO {}", cfg.helo_name), cfg.timeout).await {
+            // The first line is the server's greeting name, the rest its keywords.
+            Ok(reply) => reply.message().skip(1).map(str::to_owned).collect(),
+            Err(failure) => {
+                smtp.abort().await;
+                return Err(refused(Stage::Ehlo, &failure, server));
+            }
+        };
 
-    Ok((smtp, max_size))
+    Ok((smtp, capabilities))
 }
 
 /// AUTH with the login: PLAIN or LOGIN for a password, XOAUTH2 for a token.

@@ -297,13 +297,15 @@ impl Upstream {
             None => "PLAIN/LOGIN",
         };
         let what = format!(
-            "logged in to {}:{} ({}) as {} with {method}; the server accepts messages up to {}",
+            "logged in to {}:{} ({}) as {} with {method}; the server accepts messages up to {}; \
+             it offers: {}",
             cfg.host,
             cfg.port,
             cfg.tls,
             cfg.credentials.username(),
             conn.max_size
                 .map_or_else(|| "an unstated size".to_owned(), |n| format!("{n} bytes")),
+            conn.capabilities.join(", "),
         );
         quit(conn).await;
         Ok(what)
