@@ -1,31 +1,41 @@
-//! The daemon: start-up order and ordered shutdown. It wires the modules together and knows
-//! nothing of SMTP.
+//! The daemon: start-up order, live reconfiguration and ordered shutdown. It wires the modules
+//! together and knows nothing of SMTP.
 //!
-//! Start: check the upstream TLS settings → lock and recover the spool → start the scheduler
-//! (recovered messages are due at once or at their recorded time) → bind and start the
-//! listeners → tell systemd we are ready. A failure at any step stops before the next, so a
-//! relay that cannot queue never accepts mail.
+//! Start: check the upstream TLS settings → lock and recover the spool → open the control
+//! socket → start the scheduler (recovered messages are due at once or at their recorded time)
+//! → bind and start the listeners → start the health/metrics endpoint → tell systemd we are
+//! ready. A failure at any step stops before the next, so a relay that cannot queue never
+//! accepts mail.
+//!
+//! Reload ([`Daemon::reload`], on SIGHUP): the new configuration's policy, users, limits,
+//! timeouts, listener certificate, upstream credentials and settings, retry schedule, bounce
+//! and rate limits take effect for new sessions and the next delivery attempts; queued mail and
+//! open sessions are untouched. What needs a restart (addresses, the spool directory,
+//! connection counts, logging) keeps its old value and is named in a warning.
 //!
 //! Shutdown: stop accepting; sessions finish their current command or message and get `421`;
 //! the scheduler starts nothing new and waits for attempts in flight; all of this within a grace
 //! period; then idle upstream connections are closed with QUIT. Anything cut off by the grace
 //! period is safe: every acknowledged message is on disk and is sent after the next start.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::control;
 use crate::delivery::{TlsSetupError, Upstream};
-use crate::intake;
+use crate::intake::{self, Intake};
+use crate::observe::http::{PauseInfo, Probe, State};
+use crate::observe::{Metrics, Snapshot};
 use crate::scheduler::{self, RetryPolicy};
-use crate::spool::{Spool, SpoolError};
+use crate::spool::{Area, Spool, SpoolError};
 
 /// How long shutdown waits for sessions and deliveries in flight.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -46,13 +56,26 @@ pub enum StartError {
     #[error(transparent)]
     ListenTls(#[from] intake::ListenTlsError),
     /// A listen address could not be bound.
-    #[error("cannot listen on {addr} (listen): {source}{}", bind_hint(*addr, source))]
+    #[error("cannot listen on {addr} ({key}): {source}{}", bind_hint(*addr, source))]
     Bind {
+        /// The config key naming the address.
+        key: &'static str,
         /// The address.
         addr: SocketAddr,
         /// The error.
         source: std::io::Error,
     },
+}
+
+/// Why a new configuration was not put in force (the running one stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The upstream TLS settings are unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+    /// The listener certificate or key is unusable.
+    #[error(transparent)]
+    ListenTls(#[from] intake::ListenTlsError),
 }
 
 fn bind_hint(addr: SocketAddr, e: &std::io::Error) -> &'static str {
@@ -74,13 +97,51 @@ pub struct Daemon {
     close_upstream: CancellationToken,
     maintenance: tokio::task::JoinHandle<()>,
     addrs: Vec<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     spool_dir: PathBuf,
+    /// What a reload changes.
+    live: Option<Live>,
+}
+
+/// The parts a reload reconfigures, and the configuration in force.
+struct Live {
+    config: Mutex<Config>,
+    intake: Intake,
+    upstream: Upstream,
+    scheduler: scheduler::Handle,
+    metrics: Metrics,
+}
+
+/// The scheduler's settings from a configuration.
+fn scheduler_settings(
+    config: &Config,
+    concurrency: usize,
+    metrics: &Metrics,
+) -> scheduler::Settings {
+    scheduler::Settings {
+        policy: RetryPolicy::new(&config.queue, &config.delivery),
+        concurrency,
+        hold: config.delivery.hold,
+        bounce: config.delivery.bounce.clone(),
+        hostname: config.listen.hostname.clone(),
+        max_per_minute: config.delivery.max_per_minute,
+        max_per_day: config.delivery.max_per_day,
+        rewrite: config.rewrite.clone(),
+        metrics: metrics.clone(),
+    }
+}
+
+async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { key, addr, source })
 }
 
 impl Daemon {
     /// Starts the relay (see the module header for the order).
     pub async fn start(config: Config) -> Result<Daemon, StartError> {
-        let upstream = Upstream::new(config.upstream.clone())?;
+        let metrics = Metrics::new();
+        let upstream = Upstream::with_metrics(config.upstream.clone(), metrics.clone())?;
         let dir = config.queue.dir.clone();
         let opened = tokio::task::spawn_blocking(move || Spool::open(&dir))
             .await
@@ -90,79 +151,58 @@ impl Daemon {
             queued = opened.recovered.len(),
             "spool open"
         );
-
         let control = control::bind(&config.queue.dir)?;
 
-        let stop = CancellationToken::new();
-        let tracker = TaskTracker::new();
         let close_upstream = CancellationToken::new();
-        let maintenance = tokio::spawn({
-            let upstream = upstream.clone();
-            let token = close_upstream.clone();
-            async move { upstream.maintain(token).await }
-        });
-
-        let settings = scheduler::Settings {
-            policy: RetryPolicy::new(&config.queue, &config.delivery),
-            concurrency: upstream.max_connections(),
-            hold: config.delivery.hold,
-            bounce: config.delivery.bounce.clone(),
-            hostname: config.listen.hostname.clone(),
-            max_per_minute: config.delivery.max_per_minute,
-            max_per_day: config.delivery.max_per_day,
-            rewrite: config.rewrite.clone(),
+        let mut daemon = Daemon {
+            stop: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            maintenance: tokio::spawn({
+                let upstream = upstream.clone();
+                let token = close_upstream.clone();
+                async move { upstream.maintain(token).await }
+            }),
+            close_upstream,
+            addrs: Vec::new(),
+            metrics_addr: None,
+            spool_dir: config.queue.dir.clone(),
+            live: None,
         };
+
         let (scheduler, commands) = scheduler::Handle::new();
-        tracker.spawn(scheduler::run(
+        daemon.tracker.spawn(scheduler::run(
             opened.spool.clone(),
-            upstream,
-            settings,
+            upstream.clone(),
+            scheduler_settings(&config, upstream.max_connections(), &metrics),
             opened.recovered,
             opened.committed,
             commands,
-            stop.clone(),
+            daemon.stop.clone(),
         ));
-        tracker.spawn(control::serve(
+        daemon.tracker.spawn(control::serve(
             control,
-            control::Operator::live(opened.spool.clone(), scheduler),
-            stop.clone(),
-            tracker.clone(),
+            control::Operator::live(opened.spool.clone(), scheduler.clone()),
+            daemon.stop.clone(),
+            daemon.tracker.clone(),
         ));
 
-        let specs = config.listen.listeners();
-        let mut listeners = Vec::with_capacity(specs.len());
-        let mut addrs = Vec::with_capacity(specs.len());
-        for spec in specs {
-            let addr = spec.addr;
-            let listener = match TcpListener::bind(addr).await {
-                Ok(l) => l,
-                Err(source) => {
-                    let daemon = Daemon {
-                        stop,
-                        tracker,
-                        close_upstream,
-                        maintenance,
-                        addrs,
-                        spool_dir: config.queue.dir.clone(),
-                    };
-                    daemon.shutdown(Duration::from_secs(5)).await;
-                    return Err(StartError::Bind { addr, source });
-                }
-            };
-            addrs.push(listener.local_addr().unwrap_or(addr));
-            listeners.push((listener, spec.kind));
-        }
-        if let Err(e) = intake::start(listeners, &config.listen, opened.spool, &stop, &tracker) {
-            let daemon = Daemon {
-                stop,
-                tracker,
-                close_upstream,
-                maintenance,
-                addrs,
-                spool_dir: config.queue.dir.clone(),
-            };
-            daemon.shutdown(Duration::from_secs(5)).await;
-            return Err(e.into());
+        match daemon
+            .open(&config, &opened.spool, &metrics, &scheduler)
+            .await
+        {
+            Ok(intake) => {
+                daemon.live = Some(Live {
+                    config: Mutex::new(config.clone()),
+                    intake,
+                    upstream,
+                    scheduler,
+                    metrics,
+                });
+            }
+            Err(e) => {
+                daemon.shutdown(Duration::from_secs(5)).await;
+                return Err(e);
+            }
         }
 
         if config.listen.danger_allow_any_network {
@@ -173,24 +213,71 @@ impl Daemon {
             );
         }
         tracing::info!(
-            listen = ?addrs,
+            listen = ?daemon.addrs,
             exposure = %config.listen.exposure(),
             allowed_networks = ?config.listen.allowed_networks.iter().map(ToString::to_string).collect::<Vec<_>>(),
             upstream = %format!("{}:{}", config.upstream.host, config.upstream.port),
             tls = %config.upstream.tls,
             user = config.upstream.credentials.username(),
             hold = config.delivery.hold,
+            metrics = ?daemon.metrics_addr,
             "gmail-relay ready"
         );
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-        Ok(Daemon {
-            stop,
-            tracker,
-            close_upstream,
-            maintenance,
-            addrs,
-            spool_dir: config.queue.dir,
-        })
+        Ok(daemon)
+    }
+
+    /// Binds and starts the listeners and the metrics endpoint.
+    async fn open(
+        &mut self,
+        config: &Config,
+        spool: &Spool,
+        metrics: &Metrics,
+        scheduler: &scheduler::Handle,
+    ) -> Result<Intake, StartError> {
+        let mut listeners = Vec::new();
+        for spec in config.listen.listeners() {
+            let listener = bind("listen", spec.addr).await?;
+            self.addrs.push(listener.local_addr().unwrap_or(spec.addr));
+            listeners.push((listener, spec.kind));
+        }
+        let metrics_listener = match config.metrics.addr {
+            Some(addr) => {
+                let l = bind("metrics.addr", addr).await?;
+                self.metrics_addr = Some(l.local_addr().unwrap_or(addr));
+                Some(l)
+            }
+            None => None,
+        };
+        let intake = intake::start(
+            listeners,
+            &config.listen,
+            spool.clone(),
+            metrics.clone(),
+            &self.stop,
+            &self.tracker,
+        )?;
+        if let Some(listener) = metrics_listener {
+            if !listener.local_addr().is_ok_and(|a| a.ip().is_loopback()) {
+                tracing::warn!(
+                    addr = ?self.metrics_addr,
+                    "metrics.addr is not a loopback address: anyone who can reach it sees the \
+                     queue's size and the relay's state (no mail content, no credentials)"
+                );
+            }
+            let probe = RelayProbe {
+                scheduler: scheduler.clone(),
+                spool: spool.clone(),
+            };
+            self.tracker.spawn(crate::observe::http::serve(
+                listener,
+                metrics.clone(),
+                probe,
+                self.stop.clone(),
+                self.tracker.clone(),
+            ));
+        }
+        Ok(intake)
     }
 
     /// The addresses actually bound (useful with port 0), in the order of `listen.addrs`,
@@ -199,9 +286,34 @@ impl Daemon {
         &self.addrs
     }
 
+    /// The address of the health and metrics endpoint, if `metrics.addr` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
     /// The spool directory.
     pub fn spool_dir(&self) -> &std::path::Path {
         &self.spool_dir
+    }
+
+    /// Puts `new` in force (see the module header). Returns the settings that changed but
+    /// need a restart to take effect. On error nothing has changed.
+    pub fn reload(&self, new: Config) -> Result<Vec<&'static str>, ReloadError> {
+        let live = self.live.as_ref().expect("a started daemon is live");
+        // Everything that can fail is checked before anything changes.
+        intake::tls_acceptor(&new.listen)?;
+        Upstream::new(new.upstream.clone())?;
+        live.intake.reconfigure(&new.listen)?;
+        live.upstream.reconfigure(new.upstream.clone())?;
+        live.scheduler.reload(scheduler_settings(
+            &new,
+            live.upstream.max_connections(),
+            &live.metrics,
+        ));
+        let mut old = live.config.lock().expect("config lock");
+        let restart = needs_restart(&old, &new);
+        *old = new;
+        Ok(restart)
     }
 
     /// Stops the relay. Returns `false` if sessions or deliveries were still running when
@@ -226,10 +338,102 @@ impl Daemon {
     }
 }
 
-/// Runs the relay until `shutdown` resolves, then stops it within [`SHUTDOWN_GRACE`].
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+/// The keys whose new values wait for a restart.
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    let mut check = |changed: bool, key| {
+        if changed {
+            keys.push(key);
+        }
+    };
+    check(
+        old.listen.listeners() != new.listen.listeners(),
+        "listen addresses",
+    );
+    check(
+        old.listen.max_connections != new.listen.max_connections
+            || old.listen.max_connections_per_client != new.listen.max_connections_per_client,
+        "listen.max_connections(_per_client)",
+    );
+    check(old.queue.dir != new.queue.dir, "queue.dir");
+    check(
+        old.upstream.max_connections != new.upstream.max_connections,
+        "upstream.max_connections",
+    );
+    check(old.metrics != new.metrics, "metrics.addr");
+    check(
+        old.log.level != new.log.level || old.log.format != new.log.format,
+        "log",
+    );
+    keys
+}
+
+/// The health endpoint's view of the relay: the scheduler's status and the failed area.
+struct RelayProbe {
+    scheduler: scheduler::Handle,
+    spool: Spool,
+}
+
+impl Probe for RelayProbe {
+    async fn state(&self) -> Option<State> {
+        let status = self.scheduler.status().await?;
+        let failed = self
+            .spool
+            .list(Area::Failed)
+            .await
+            .map_or(0, |ids| ids.len());
+        Some(State {
+            snapshot: Snapshot {
+                waiting: status.scheduled,
+                active: status.active.len(),
+                held: status.held,
+                failed,
+                oldest: status.oldest.map(|id| id.time()),
+                pause: status.pause.as_ref().map(|p| p.cause.clone()),
+                budget_minute: status.budget_minute,
+                budget_day: status.budget_day,
+            },
+            pause: status.pause.map(|p| PauseInfo {
+                cause: p.cause,
+                reason: p.reason,
+                next_probe: humantime::format_rfc3339_seconds(p.next_probe).to_string(),
+            }),
+            hold: status.on_hold,
+        })
+    }
+}
+
+/// What the binary tells a running relay.
+#[derive(Debug)]
+pub enum Signal {
+    /// Put this configuration in force (SIGHUP, after it loaded and validated).
+    Reload(Box<Config>),
+    /// Stop (SIGTERM, SIGINT).
+    Shutdown,
+}
+
+/// Runs the relay until a [`Signal::Shutdown`] arrives (or the sender is dropped), applying
+/// reloads meanwhile, then stops it within [`SHUTDOWN_GRACE`].
+pub async fn run(
+    config: Config,
+    mut signals: mpsc::UnboundedReceiver<Signal>,
+) -> Result<(), StartError> {
     let daemon = Daemon::start(config).await?;
-    shutdown.await;
+    while let Some(Signal::Reload(new)) = signals.recv().await {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+        match daemon.reload(*new) {
+            Ok(restart) if restart.is_empty() => tracing::info!("configuration reloaded"),
+            Ok(restart) => tracing::warn!(
+                needs_restart = ?restart,
+                "configuration reloaded; these settings keep their old values until a restart"
+            ),
+            Err(e) => tracing::error!(
+                error = %e,
+                "configuration not reloaded; the running configuration stays in force"
+            ),
+        }
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    }
     tracing::info!("shutting down");
     daemon.shutdown(SHUTDOWN_GRACE).await;
     tracing::info!("stopped");

@@ -54,6 +54,12 @@ enum Command {
         #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = humantime::parse_duration)]
         wait: std::time::Duration,
     },
+    /// Exit 0 if the relay runs and delivery is not paused, else 1 (for HEALTHCHECK).
+    Health {
+        /// The configuration file [default: $GMAIL_RELAY_CONFIG, else /etc/gmail-relay/relay.toml].
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Inspect and change the queue (works whether or not the relay runs).
     Queue(cli::queue::QueueArgs),
     /// The sendmail interface: read a message on standard input and hand it to the running
@@ -103,6 +109,7 @@ fn main() -> ExitCode {
         Command::SendTest { config, to, wait } => cli::send_test::run(config, &to, wait),
         Command::Serve { config } => cli::serve::serve(&config),
         Command::Queue(args) => cli::queue::run(args),
+        Command::Health { config } => cli::health::run(config),
         Command::Sendmail { args } => cli::sendmail::run(args),
         Command::HashPassword => cli::hash_password(),
         Command::Oauth(Oauth::Authorize { config }) => {

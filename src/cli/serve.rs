@@ -1,10 +1,11 @@
 //! `gmail-relay serve` and `gmail-relay check`: running the daemon, validating a config.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use gmail_relay::{config, daemon, delivery, intake, observe};
+use tokio::sync::mpsc::UnboundedSender;
 
 use super::EXIT_CONFIG;
 
@@ -84,9 +85,9 @@ pub fn serve(path: &Path) -> ExitCode {
         .context("cannot start the async runtime")
         .and_then(|rt| {
             rt.block_on(async {
-                daemon::run(cfg, signals())
-                    .await
-                    .map_err(anyhow::Error::from)
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                tokio::spawn(signals(path.to_path_buf(), tx));
+                daemon::run(cfg, rx).await.map_err(anyhow::Error::from)
             })
         });
     match result {
@@ -99,30 +100,46 @@ pub fn serve(path: &Path) -> ExitCode {
     }
 }
 
-/// Resolves at the first SIGTERM or SIGINT. A second one exits at once: safe, because every
-/// acknowledged message is already on disk.
-async fn signals() {
+/// Turns signals into [`daemon::Signal`]s: SIGHUP reloads `path` (a config that does not load
+/// is refused with a log line, and the running one stays); the first SIGTERM or SIGINT stops
+/// the relay gracefully, a second one exits at once, which is safe because every acknowledged
+/// message is already on disk.
+async fn signals(path: PathBuf, tx: UnboundedSender<daemon::Signal>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         tracing::error!("cannot install signal handlers; stop the relay with SIGKILL");
         return std::future::pending().await;
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
+                match config::load(&path) {
+                    Ok(cfg) => {
+                        let _ = tx.send(daemon::Signal::Reload(Box::new(cfg)));
+                    }
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        "configuration not reloaded; the running configuration stays in force"
+                    ),
+                }
+            }
+        }
     }
     tracing::info!(
         "signal received; finishing sessions and deliveries in flight (signal again to exit at once)"
     );
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        tracing::warn!("second signal: exiting at once; queued mail is safe on disk");
-        std::process::exit(1);
-    });
+    let _ = tx.send(daemon::Signal::Shutdown);
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::warn!("second signal: exiting at once; queued mail is safe on disk");
+    std::process::exit(1);
 }

@@ -51,6 +51,25 @@ pub async fn request(dir: &Path, request: Request) -> Result<Answer, ControlErro
     }
 }
 
+/// Asks the running relay only: never touches the spool when none answers (for health
+/// checks, which must not take the spool lock from a relay that is starting).
+pub async fn request_running(dir: &Path, request: Request) -> Result<Reply, ControlError> {
+    let path = socket_path(dir);
+    let stream = UnixStream::connect(&path).await.map_err(|e| {
+        ControlError::failed(format!(
+            "the relay is not running (its control socket {}: {e})",
+            path.display()
+        ))
+    })?;
+    ask(stream, &request).await.map_err(|e| match e {
+        Asked::Refused(e) => e,
+        Asked::Io(e) => ControlError::failed(format!(
+            "the relay's control socket {} failed mid-request: {e}",
+            path.display()
+        )),
+    })
+}
+
 enum Asked {
     Refused(ControlError),
     Io(std::io::Error),

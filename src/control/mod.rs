@@ -27,7 +27,7 @@ mod view;
 
 use std::path::{Path, PathBuf};
 
-pub use client::{Answer, request};
+pub use client::{Answer, request, request_running};
 pub use ops::Operator;
 pub use render::{render_done, render_list, render_show, render_status};
 pub use server::{BindError, bind, serve};

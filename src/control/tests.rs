@@ -60,6 +60,9 @@ fn a_pause_is_one_line_with_cause_reason_and_next_probe() {
         active: vec![],
         held: 0,
         on_hold: false,
+        oldest: None,
+        budget_minute: None,
+        budget_day: None,
     };
     let line = render_status(Some(&status), true, now);
     assert_eq!(

@@ -37,6 +37,8 @@ pub struct Conn {
     pub capabilities: Vec<String>,
     /// When the OAuth2 token it logged in with expires (Gmail bounds the session by it).
     pub expires: Option<tokio::time::Instant>,
+    /// The settings generation it was opened with (see `Upstream::reconfigure`).
+    pub generation: u64,
 }
 
 fn unreachable(reason: String) -> Pause {
@@ -102,6 +104,7 @@ pub async fn open(cfg: &UpstreamConfig, tls: &UpstreamTls) -> Result<Conn, Pause
                     max_size,
                     capabilities,
                     expires,
+                    generation: 0,
                 });
             }
             Err(refusal) => {

@@ -37,6 +37,7 @@ pub use rewrite::Rewrite;
 pub use tls::TlsSetupError;
 
 use crate::config::UpstreamConfig;
+use crate::observe::Metrics;
 use connection::Conn;
 use transaction::TxResult;
 
@@ -162,41 +163,85 @@ pub struct Upstream {
 }
 
 struct Inner {
-    cfg: UpstreamConfig,
-    tls: tls::UpstreamTls,
+    /// The settings in force; replaced by [`Upstream::reconfigure`].
+    current: std::sync::RwLock<Arc<Current>>,
     /// One permit per connection that may exist.
     slots: Semaphore,
     idle: Mutex<Vec<Idle>>,
+    metrics: Metrics,
+}
+
+/// Settings and the TLS set-up made from them.
+struct Current {
+    cfg: UpstreamConfig,
+    tls: tls::UpstreamTls,
+    /// Bumped by every reconfiguration; a connection from an older one is not reused.
+    generation: u64,
 }
 
 struct Idle {
     conn: Conn,
     since: Instant,
+    generation: u64,
 }
 
 impl Upstream {
     /// Prepares delivery to the upstream in `cfg` (nothing is connected yet).
     pub fn new(cfg: UpstreamConfig) -> Result<Self, TlsSetupError> {
+        Self::with_metrics(cfg, Metrics::new())
+    }
+
+    /// Like [`Upstream::new`], counting logins and transactions in `metrics`.
+    pub fn with_metrics(cfg: UpstreamConfig, metrics: Metrics) -> Result<Self, TlsSetupError> {
         let tls = tls::UpstreamTls::new(&cfg.host, cfg.ca_file.as_deref())?;
         Ok(Upstream {
             inner: Arc::new(Inner {
                 slots: Semaphore::new(cfg.max_connections),
                 idle: Mutex::new(Vec::new()),
-                cfg,
-                tls,
+                current: std::sync::RwLock::new(Arc::new(Current {
+                    cfg,
+                    tls,
+                    generation: 0,
+                })),
+                metrics,
             }),
         })
     }
 
+    fn current(&self) -> Arc<Current> {
+        self.inner.current.read().expect("settings lock").clone()
+    }
+
+    /// Puts new settings (credentials, timeouts, CA file, ...) in force: idle connections are
+    /// closed, and the next attempt connects and logs in with them. `max_connections` keeps
+    /// its old value until a restart.
+    pub fn reconfigure(&self, cfg: UpstreamConfig) -> Result<(), TlsSetupError> {
+        let tls = tls::UpstreamTls::new(&cfg.host, cfg.ca_file.as_deref())?;
+        {
+            let mut current = self.inner.current.write().expect("settings lock");
+            let generation = current.generation + 1;
+            *current = Arc::new(Current {
+                cfg,
+                tls,
+                generation,
+            });
+        }
+        let idle = std::mem::take(&mut *self.inner.idle.lock().expect("pool lock"));
+        for e in idle {
+            tokio::spawn(quit(e.conn));
+        }
+        Ok(())
+    }
+
     /// Most attempts that can run at once.
     pub fn max_connections(&self) -> usize {
-        self.inner.cfg.max_connections
+        self.current().cfg.max_connections
     }
 
     /// Tries to deliver `msg` to `recipients`.
     pub async fn deliver(&self, msg: &Outgoing<'_>, recipients: &[String]) -> Report {
         let _slot = self.inner.slots.acquire().await.expect("never closed");
-        let per_tx = self.inner.cfg.max_recipients_per_message;
+        let per_tx = self.current().cfg.max_recipients_per_message;
         let mut outcomes: Vec<Option<RecipientOutcome>> = vec![None; recipients.len()];
         let mut pause = None;
         // Each round settles at least one recipient or stops, so this bounds the rounds.
@@ -243,10 +288,17 @@ impl Upstream {
         msg: &Outgoing<'_>,
         batch: &[String],
     ) -> Result<(Vec<Option<RecipientOutcome>>, Option<Pause>), Pause> {
-        let timeout = self.inner.cfg.timeout;
+        let timeout = self.current().cfg.timeout;
         let mut conn = match self.take_idle() {
-            Some(conn) => conn,
-            None => self.open().await?,
+            Some(conn) => {
+                self.inner.metrics.transaction(true);
+                conn
+            }
+            None => {
+                let conn = self.open().await?;
+                self.inner.metrics.transaction(false);
+                conn
+            }
         };
         for fresh in [false, true] {
             if let Some(max) = conn.max_size
@@ -277,6 +329,7 @@ impl Upstream {
                 TxResult::Lost(reason) if !fresh => {
                     tracing::debug!(%reason, "upstream connection lost; sending again on a new one");
                     conn = self.open().await?;
+                    self.inner.metrics.transaction(false);
                 }
                 TxResult::Lost(reason) => {
                     let outcome = RecipientOutcome::Deferred(reason);
@@ -290,7 +343,8 @@ impl Upstream {
     /// Connects, secures and logs in once, then says goodbye, without sending mail: for
     /// `gmail-relay check --upstream` and `gmail-relay oauth test`. Returns what was done.
     pub async fn check_login(&self) -> Result<String, Pause> {
-        let cfg = &self.inner.cfg;
+        let current = self.current();
+        let cfg = &current.cfg;
         let conn = self.open().await?;
         let method = match cfg.credentials.token_source() {
             Some(_) => "XOAUTH2",
@@ -312,9 +366,20 @@ impl Upstream {
     }
 
     async fn open(&self) -> Result<Conn, Pause> {
-        let conn = connection::open(&self.inner.cfg, &self.inner.tls).await?;
+        let current = self.current();
+        let opened = connection::open(&current.cfg, &current.tls).await;
+        match &opened {
+            Ok(_) => self.inner.metrics.login(true),
+            Err(Pause {
+                kind: PauseKind::Credentials,
+                ..
+            }) => self.inner.metrics.login(false),
+            Err(_) => {}
+        }
+        let mut conn = opened?;
+        conn.generation = current.generation;
         tracing::debug!(
-            upstream = %format!("{}:{}", self.inner.cfg.host, self.inner.cfg.port),
+            upstream = %format!("{}:{}", current.cfg.host, current.cfg.port),
             max_size = ?conn.max_size,
             "upstream connection open and authenticated"
         );
@@ -335,7 +400,9 @@ impl Upstream {
     /// An idle connection may carry another message: not idle too long, and its OAuth2 token
     /// (which bounds the session) not about to expire.
     fn usable(&self, entry: &Idle) -> bool {
-        entry.since.elapsed() < self.inner.cfg.idle_timeout
+        let current = self.current();
+        entry.generation == current.generation
+            && entry.since.elapsed() < current.cfg.idle_timeout
             && entry
                 .conn
                 .expires
@@ -344,6 +411,7 @@ impl Upstream {
 
     fn put_idle(&self, conn: Conn) {
         self.inner.idle.lock().expect("pool lock").push(Idle {
+            generation: conn.generation,
             conn,
             since: Instant::now(),
         });
@@ -352,7 +420,7 @@ impl Upstream {
     /// Closes idle connections when they pass `upstream.idle_timeout` (before Gmail times them
     /// out itself), and all of them when `cancel` fires. Run it as a background task.
     pub async fn maintain(&self, cancel: CancellationToken) {
-        let period = (self.inner.cfg.idle_timeout / 4).max(Duration::from_millis(100));
+        let period = (self.current().cfg.idle_timeout / 4).max(Duration::from_millis(100));
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(period) => {}

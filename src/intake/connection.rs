@@ -58,6 +58,10 @@ pub struct Shared {
     pub idle_timeout: Duration,
     /// Longest DATA.
     pub data_timeout: Duration,
+    /// The listener certificate, if configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Where received messages are counted.
+    pub metrics: crate::observe::Metrics,
 }
 
 /// The connection ended (client left, timed out, or the session closed it).
@@ -311,6 +315,7 @@ where
     {
         Ok(()) => {
             events::received(&id_text, session.client(), &sender, &recipients, size);
+            shared.metrics.received();
             Ok(reply::queued(&id_text))
         }
         Err(e) => {

@@ -77,25 +77,19 @@ pub struct Endpoint {
     pub listener: TcpListener,
     /// Plain (with or without STARTTLS) or implicit TLS.
     pub kind: ListenerKind,
-    /// The certificate, when the listener uses TLS.
-    pub tls: Option<TlsAcceptor>,
 }
 
 /// Accepts on `endpoint` until `cancel` fires. Each admitted client runs in its own task on
 /// `tracker`, holding one permit of `limit` for its lifetime.
 pub async fn accept_loop(
     endpoint: Endpoint,
-    shared: Arc<Shared>,
+    intake: super::Intake,
     limit: Arc<Semaphore>,
     per_client: Arc<PerClient>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let Endpoint {
-        listener,
-        kind,
-        tls,
-    } = endpoint;
+    let Endpoint { listener, kind } = endpoint;
     let implicit = kind == ListenerKind::ImplicitTls;
     let local = listener.local_addr().ok();
     loop {
@@ -113,6 +107,9 @@ pub async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        // The settings in force now (a reload changes them for later connections only).
+        let shared = intake.snapshot();
+        let tls = shared.tls.clone();
         // On an implicit-TLS port a plain-text refusal would be garbage to the client, so it
         // is simply disconnected.
         let refusal = |reply: Reply| (!implicit).then_some(reply);
@@ -143,9 +140,7 @@ pub async fn accept_loop(
             tracker.spawn(refuse(stream, refusal(reply::too_many_connections())));
             continue;
         };
-        let shared = shared.clone();
         let cancel = cancel.clone();
-        let tls = tls.clone();
         tracker.spawn(async move {
             let _permits = (permit, slot);
             session(stream, peer, kind, tls, needs_auth, &shared, &cancel).await;

@@ -43,22 +43,39 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{ListenConfig, ListenerKind};
+use crate::observe::Metrics;
 use crate::policy::Policy;
 use crate::spool::Spool;
 
-/// Starts an accept loop for each listener (with its kind, as bound by the daemon from
-/// [`ListenConfig::listeners`]) on `tracker`; they stop when `cancel` fires, and open sessions
-/// then finish their current command or message and say `421`. Fails before starting anything
-/// if the listener certificate cannot be loaded.
-pub fn start(
-    listeners: Vec<(TcpListener, ListenerKind)>,
+/// The running intake's settings: each new connection takes the ones in force, and
+/// [`Intake::reconfigure`] changes them for the connections that follow (open sessions keep
+/// theirs).
+#[derive(Clone)]
+pub struct Intake {
+    current: Arc<std::sync::RwLock<Arc<connection::Shared>>>,
+}
+
+impl Intake {
+    fn snapshot(&self) -> Arc<connection::Shared> {
+        self.current.read().expect("intake settings lock").clone()
+    }
+
+    /// Puts the policy, users, host name, timeouts and certificate of `cfg` in force for new
+    /// connections. Addresses and connection limits keep their values until a restart.
+    pub fn reconfigure(&self, cfg: &ListenConfig) -> Result<(), ListenTlsError> {
+        let old = self.snapshot();
+        let shared = shared(cfg, old.spool.clone(), old.metrics.clone())?;
+        *self.current.write().expect("intake settings lock") = Arc::new(shared);
+        Ok(())
+    }
+}
+
+fn shared(
     cfg: &ListenConfig,
     spool: Spool,
-    cancel: &CancellationToken,
-    tracker: &TaskTracker,
-) -> Result<(), ListenTlsError> {
-    let acceptor = tls_acceptor(cfg)?;
-    let shared = Arc::new(connection::Shared {
+    metrics: Metrics,
+) -> Result<connection::Shared, ListenTlsError> {
+    Ok(connection::Shared {
         settings: Arc::new(session::Settings {
             hostname: cfg.hostname.clone(),
             policy: Policy::new(cfg),
@@ -68,25 +85,45 @@ pub fn start(
         spool,
         idle_timeout: cfg.idle_timeout,
         data_timeout: cfg.data_timeout,
-    });
+        tls: tls_acceptor(cfg)?,
+        metrics,
+    })
+}
+
+/// Starts an accept loop for each listener (with its kind, as bound by the daemon from
+/// [`ListenConfig::listeners`]) on `tracker`; they stop when `cancel` fires, and open sessions
+/// then finish their current command or message and say `421`. Fails before starting anything
+/// if the listener certificate cannot be loaded.
+pub fn start(
+    listeners: Vec<(TcpListener, ListenerKind)>,
+    cfg: &ListenConfig,
+    spool: Spool,
+    metrics: Metrics,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<Intake, ListenTlsError> {
+    let intake = Intake {
+        current: Arc::new(std::sync::RwLock::new(Arc::new(shared(
+            cfg, spool, metrics,
+        )?))),
+    };
     let limit = Arc::new(Semaphore::new(cfg.max_connections));
     let per_client = listener::PerClient::new(cfg.max_connections_per_client);
     for (socket, kind) in listeners {
         let endpoint = listener::Endpoint {
             listener: socket,
             kind,
-            tls: acceptor.clone(),
         };
         tracker.spawn(listener::accept_loop(
             endpoint,
-            shared.clone(),
+            intake.clone(),
             limit.clone(),
             per_client.clone(),
             cancel.clone(),
             tracker.clone(),
         ));
     }
-    Ok(())
+    Ok(intake)
 }
 
 /// Loads `listen.tls_cert` and `listen.tls_key`, if configured (also used by `check`).

@@ -1,13 +1,20 @@
-//! Observability: log setup and the mail event log.
+//! Observability: log setup, the mail event log, metrics and the health endpoint.
 //!
 //! [`init`] installs the tracing subscriber (text or JSON lines on stderr, filter from
 //! `log.level` unless `RUST_LOG` is set). [`events`] is the mail log: one function per thing
 //! that happens to a message, each writing one line with stable field names, so operators can
 //! grep and parse it the way they parse Postfix's `status=sent` lines.
 //!
+//! [`metrics`] counts what happens and reports the queue and pause state in Prometheus form;
+//! [`http`] serves it and `/healthz` on `metrics.addr`.
+//!
 //! Invariant: no function here takes a secret; credentials never reach a log line.
 
 pub mod events;
+pub mod http;
+pub mod metrics;
+
+pub use metrics::{Metrics, Snapshot};
 
 use crate::config::{LogConfig, LogFormat};
 

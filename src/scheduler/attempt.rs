@@ -50,6 +50,24 @@ pub struct Ctx<C> {
     pub clock: super::Clock,
     /// Sender rewrites applied to the copy sent upstream.
     pub rewrite: crate::delivery::Rewrite,
+    /// Where outcomes are counted.
+    pub metrics: crate::observe::Metrics,
+}
+
+impl<C> Ctx<C> {
+    /// What attempts made under `settings` share.
+    pub fn new(spool: Spool, courier: C, settings: &super::Settings, clock: super::Clock) -> Self {
+        Ctx {
+            spool,
+            courier,
+            policy: settings.policy,
+            bounce: settings.bounce.clone(),
+            hostname: settings.hostname.clone(),
+            clock,
+            rewrite: settings.rewrite.clone(),
+            metrics: settings.metrics.clone(),
+        }
+    }
 }
 
 /// Runs one attempt. `pauses` is how many pauses in a row preceded it, which sets the backoff
@@ -104,7 +122,7 @@ async fn attempt<C: Courier>(
 
     let mut deferred = Vec::new();
     let mut last_reason = None;
-    let (mut n_delivered, mut n_failed) = (0, 0);
+    let (mut n_delivered, mut n_failed) = (0u64, 0u64);
     for (address, outcome) in pending.iter().zip(result.outcomes) {
         let Some(r) = state
             .recipients
@@ -131,6 +149,14 @@ async fn attempt<C: Courier>(
             }
         }
         r.reply = Some(outcome.text().to_owned());
+    }
+    ctx.metrics
+        .recipients(n_delivered, deferred.len() as u64, n_failed);
+    if n_delivered > 0 {
+        ctx.metrics.latency(
+            now.duration_since(msg.envelope.received_at)
+                .unwrap_or_default(),
+        );
     }
     let summary = format!(
         "attempt {}: {n_delivered} delivered, {n_failed} failed, {} deferred",
@@ -191,6 +217,7 @@ async fn attempt<C: Courier>(
     state.next_attempt = at;
     save(&ctx.spool, id, &state).await;
     events::deferred(&id_text, &deferred, &reason, at, state.attempts);
+    ctx.metrics.deferred();
     next
 }
 
@@ -209,7 +236,10 @@ async fn finish<C: Courier>(ctx: &Ctx<C>, msg: &Message, mut state: DeliveryStat
         .collect();
     if failed.is_empty() {
         match ctx.spool.remove(msg.id).await {
-            Ok(()) => events::removed(&id_text),
+            Ok(()) => {
+                events::removed(&id_text);
+                ctx.metrics.delivered();
+            }
             Err(e) => {
                 tracing::error!(id = %id_text, error = %e, "could not remove a delivered message; it may be sent again")
             }
@@ -235,7 +265,10 @@ async fn finish<C: Courier>(ctx: &Ctx<C>, msg: &Message, mut state: DeliveryStat
         format!("moved to the failed area: {reason}"),
     );
     match ctx.spool.fail(msg.id, &state).await {
-        Ok(()) => events::failed(&id_text, &reason),
+        Ok(()) => {
+            events::failed(&id_text, &reason);
+            ctx.metrics.failed();
+        }
         Err(e) => {
             tracing::error!(id = %id_text, error = %e, "could not move a failed message to the failed area")
         }

@@ -86,6 +86,30 @@ impl Budget {
         }
     }
 
+    /// Puts new limits in force, keeping the record of recent sends.
+    pub fn set_limits(&mut self, per_minute: Option<u32>, per_day: Option<u32>) {
+        self.per_minute = per_minute;
+        self.per_day = per_day;
+    }
+
+    /// Recipients that may still be sent now in the minute and the day windows (`None` where
+    /// there is no limit).
+    pub fn remaining(&self, now: SystemTime) -> (Option<u32>, Option<u32>) {
+        let s = secs(now);
+        let left = |limit: Option<u32>, window: u64| {
+            limit.map(|limit| {
+                let used: u32 = self
+                    .sends
+                    .iter()
+                    .filter(|&&(t, _)| t + window > s)
+                    .map(|&(_, n)| n)
+                    .sum();
+                limit.saturating_sub(used)
+            })
+        };
+        (left(self.per_minute, MINUTE), left(self.per_day, DAY))
+    }
+
     /// Whether `cost` more recipients may be sent now, with `in_flight` recipients already on
     /// their way (not recorded yet).
     pub fn wait(&self, now: SystemTime, in_flight: u32, cost: u32) -> Wait {

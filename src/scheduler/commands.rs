@@ -31,6 +31,8 @@ pub enum Command {
     Add(QueuedMessage),
     /// Report the state of delivery.
     Status(oneshot::Sender<Status>),
+    /// Put new settings in force (SIGHUP). The concurrency keeps its value.
+    Reload(Box<super::Settings>),
 }
 
 /// A pause as the queue commands show it.
@@ -74,6 +76,12 @@ pub struct Status {
     pub held: usize,
     /// `delivery.hold` is on.
     pub on_hold: bool,
+    /// The oldest message in the queue (scheduled, active or held).
+    pub oldest: Option<QueueId>,
+    /// Recipients left in the send budget this minute (when limited).
+    pub budget_minute: Option<u32>,
+    /// Recipients left in the send budget today (when limited).
+    pub budget_day: Option<u32>,
 }
 
 /// The name of a pause cause, for people and metrics.
@@ -118,6 +126,11 @@ impl Handle {
     /// See [`Command::Add`].
     pub fn add(&self, q: QueuedMessage) {
         let _ = self.tx.send(Command::Add(q));
+    }
+
+    /// See [`Command::Reload`].
+    pub fn reload(&self, settings: super::Settings) {
+        let _ = self.tx.send(Command::Reload(Box::new(settings)));
     }
 
     /// See [`Command::Status`]; `None` if the scheduler has stopped.
@@ -169,6 +182,15 @@ impl<C: Courier> Scheduler<C> {
             Command::Status(reply) => {
                 let clock = self.ctx.clock;
                 let now = tokio::time::Instant::now();
+                let oldest = self
+                    .due
+                    .iter()
+                    .map(|(_, id)| id)
+                    .chain(&self.held)
+                    .chain(&self.in_flight)
+                    .min()
+                    .copied();
+                let (budget_minute, budget_day) = self.budget.remaining(clock.now());
                 let _ = reply.send(Status {
                     pause: self.pause.as_ref().map(|p| PauseStatus {
                         cause: cause_name(p.kind).to_owned(),
@@ -179,8 +201,26 @@ impl<C: Courier> Scheduler<C> {
                     active: self.in_flight.iter().copied().collect(),
                     held: self.held.len(),
                     on_hold: self.settings.hold,
+                    oldest,
+                    budget_minute,
+                    budget_day,
                 });
             }
+            Command::Reload(settings) => self.reload(*settings),
         }
+    }
+
+    fn reload(&mut self, mut settings: super::Settings) {
+        settings.concurrency = self.settings.concurrency;
+        self.budget
+            .set_limits(settings.max_per_minute, settings.max_per_day);
+        self.budget_wait = None;
+        self.ctx = std::sync::Arc::new(super::attempt::Ctx::new(
+            self.ctx.spool.clone(),
+            self.ctx.courier.clone(),
+            &settings,
+            self.ctx.clock,
+        ));
+        self.settings = settings;
     }
 }

@@ -48,7 +48,7 @@ use crate::observe::events;
 use crate::spool::{QueueId, QueuedMessage, Spool};
 
 /// Something that can attempt a delivery: the real [`Upstream`], or a script in tests.
-pub trait Courier: Send + Sync + 'static {
+pub trait Courier: Clone + Send + Sync + 'static {
     /// Tries to deliver `msg` to `recipients`; outcomes in the order of `recipients`.
     fn deliver(
         &self,
@@ -86,6 +86,8 @@ pub struct Settings {
     pub max_per_day: Option<u32>,
     /// Sender rewrites for Gmail (`[rewrite]`).
     pub rewrite: crate::delivery::Rewrite,
+    /// Where attempts are counted.
+    pub metrics: crate::observe::Metrics,
 }
 
 /// Delivery is paused.
@@ -134,15 +136,7 @@ pub async fn run<C: Courier>(
         saved.as_deref(),
     );
     let mut s = Scheduler {
-        ctx: Arc::new(attempt::Ctx {
-            spool,
-            courier,
-            policy: settings.policy,
-            bounce: settings.bounce.clone(),
-            hostname: settings.hostname.clone(),
-            clock: Clock::start(),
-            rewrite: settings.rewrite.clone(),
-        }),
+        ctx: Arc::new(attempt::Ctx::new(spool, courier, &settings, Clock::start())),
         settings,
         due: BTreeSet::new(),
         running: JoinSet::new(),

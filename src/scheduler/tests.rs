@@ -141,6 +141,7 @@ async fn harness_with(
         max_per_minute: None,
         max_per_day: None,
         rewrite: Default::default(),
+        metrics: Default::default(),
     };
     let (handle, commands) = Handle::new();
     let task = tokio::spawn(run(
@@ -415,6 +416,7 @@ async fn budgeted(
         max_per_minute: Some(per_minute),
         max_per_day: None,
         rewrite: Default::default(),
+        metrics: Default::default(),
     };
     let (_handle, commands) = Handle::new();
     let task = tokio::spawn(run(

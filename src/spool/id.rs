@@ -26,6 +26,13 @@ impl QueueId {
     }
 }
 
+impl QueueId {
+    /// When the id was made (to the microsecond; ids are made when a message arrives).
+    pub fn time(&self) -> SystemTime {
+        UNIX_EPOCH + std::time::Duration::from_micros(self.0)
+    }
+}
+
 impl fmt::Display for QueueId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:016x}", self.0)

@@ -404,3 +404,38 @@ impl TestRelay {
             .collect()
     }
 }
+
+impl TestRelay {
+    /// The health/metrics endpoint, when `metrics.addr` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.daemon.as_ref().unwrap().metrics_addr()
+    }
+
+    /// Loads the config file again (with `self.env`) and puts it in force, as SIGHUP does.
+    pub fn reload(&self) -> Result<Vec<&'static str>, String> {
+        let cfg = gmail_relay::config::load_with_env(&self.config, Some(self.env.clone()))
+            .map_err(|e| e.to_string())?;
+        self.daemon
+            .as_ref()
+            .unwrap()
+            .reload(cfg)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// `GET path` over HTTP/1.1: the status code and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, body.to_owned())
+}

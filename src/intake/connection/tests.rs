@@ -31,6 +31,8 @@ fn fixture(max_size: usize) -> Fixture {
         spool: opened.spool.clone(),
         idle_timeout: cfg.idle_timeout,
         data_timeout: cfg.data_timeout,
+        tls: None,
+        metrics: Default::default(),
     });
     Fixture {
         _dir: dir,
