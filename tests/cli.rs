@@ -166,3 +166,46 @@ fn a_bad_users_file_line_is_named() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_systemd_and_container_configs_check_out() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let systemd = run(
+        &[
+            "check",
+            "--config",
+            root.join("systemd/relay.toml").to_str().unwrap(),
+        ],
+        &[("GMAIL_RELAY__UPSTREAM__PASSWORD", "abcd efgh ijkl mnop")],
+    );
+    let stdout = String::from_utf8_lossy(&systemd.stdout);
+    assert_eq!(systemd.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("127.0.0.1:25") && stdout.contains("/var/lib/gmail-relay"));
+    // The image's config with what docker-compose.yml sets in the environment.
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("gmail-password");
+    std::fs::write(&secret, "abcd efgh ijkl mnop").unwrap();
+    let container = run(
+        &[
+            "check",
+            "--config",
+            root.join("docker/relay.toml").to_str().unwrap(),
+        ],
+        &[
+            ("GMAIL_RELAY__UPSTREAM__USERNAME", "you@gmail.com"),
+            (
+                "GMAIL_RELAY__UPSTREAM__PASSWORD_FILE",
+                secret.to_str().unwrap(),
+            ),
+            ("GMAIL_RELAY__LISTEN__ALLOWED_NETWORKS", "172.30.0.0/24"),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&container.stdout);
+    assert_eq!(
+        container.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&container.stderr)
+    );
+    assert!(stdout.contains("0.0.0.0:2525") && stdout.contains("172.30.0.0/24"));
+}
