@@ -6,22 +6,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use gmail_relay::config;
 use gmail_relay::control::{self, Reply, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{EXIT_CONFIG, config_path};
+use super::EXIT_CONFIG;
 
 /// Runs `health`.
 pub fn run(config: Option<PathBuf>) -> ExitCode {
-    super::init_cli_logging();
-    let path = config_path(config);
-    let local = match config::load_local(&path, None) {
+    let local = match super::local_config(config, "gmail-relay", EXIT_CONFIG) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("gmail-relay: configuration error: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     let result = super::block_on(async {
         tokio::time::timeout(Duration::from_secs(10), async {

@@ -25,6 +25,17 @@ pub fn config_path(flag: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
 }
 
+/// Sets up logging and loads the local tools' view of the config (`--config`, else
+/// `$GMAIL_RELAY_CONFIG`, else the default), or prints the error and returns the exit code
+/// (`code`: 2, or sysexits' 78 for sendmail).
+pub fn local_config(flag: Option<PathBuf>, who: &str, code: u8) -> Result<config::Local, ExitCode> {
+    init_cli_logging();
+    config::load_local(&config_path(flag), None).map_err(|e| {
+        eprintln!("{who}: configuration error: {e}");
+        ExitCode::from(code)
+    })
+}
+
 /// Logging for the local tools: warnings and errors on standard error (`RUST_LOG` for more).
 pub fn init_cli_logging() {
     let _ = gmail_relay::observe::init(&config::LogConfig {

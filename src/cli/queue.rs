@@ -5,11 +5,10 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use clap::{Args, Subcommand};
-use gmail_relay::config;
 use gmail_relay::control::{self, Reply, Request};
 use gmail_relay::spool::QueueId;
 
-use super::{EXIT_CONFIG, config_path};
+use super::EXIT_CONFIG;
 
 /// Arguments of `gmail-relay queue`.
 #[derive(Args)]
@@ -99,14 +98,9 @@ impl QueueArgs {
 
 /// Runs a queue command; exit 0 done, 1 failed, 2 config, 3 no such message, 4 busy.
 pub fn run(args: QueueArgs) -> ExitCode {
-    super::init_cli_logging();
-    let path = config_path(args.config);
-    let local = match config::load_local(&path, None) {
+    let local = match super::local_config(args.config, "gmail-relay", EXIT_CONFIG) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("gmail-relay: configuration error: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     let request = match args.command {
         QueueCommand::List => Request::List,

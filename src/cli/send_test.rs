@@ -8,25 +8,19 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use gmail_relay::config;
 use gmail_relay::control::{self, ErrorKind, MessageState, Reply, Request};
 use gmail_relay::sendmail::{self, Submission};
 use gmail_relay::spool::QueueId;
 
-use super::{EXIT_CONFIG, config_path};
+use super::EXIT_CONFIG;
 
 const EX_TEMPFAIL: u8 = 75;
 
 /// Runs `send-test`.
 pub fn run(config: Option<PathBuf>, to: &str, wait: Duration) -> ExitCode {
-    super::init_cli_logging();
-    let path = config_path(config);
-    let local = match config::load_local(&path, None) {
+    let local = match super::local_config(config, "gmail-relay", EXIT_CONFIG) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("gmail-relay: configuration error: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     if !to.contains('@') || to.contains(['<', '>', ' ']) {
         eprintln!("gmail-relay: --to {to:?} is not an email address");

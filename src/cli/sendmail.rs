@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use gmail_relay::config;
 use gmail_relay::sendmail::{self, Defaults, EX_CONFIG, Mode};
 
 use super::config_path;
@@ -21,12 +20,9 @@ pub fn run(args: Vec<String>) -> ExitCode {
     if inv.mode == Mode::ListQueue {
         return super::queue::run(super::queue::QueueArgs::mailq_with(Some(path)));
     }
-    let local = match config::load_local(&path, None) {
+    let local = match super::local_config(Some(path.clone()), "sendmail", EX_CONFIG) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("sendmail: configuration error: {e}");
-            return ExitCode::from(EX_CONFIG);
-        }
+        Err(code) => return code,
     };
     if inv.mode == Mode::Nothing {
         return ExitCode::SUCCESS;
