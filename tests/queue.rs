@@ -184,8 +184,19 @@ async fn queue_commands_work_through_the_running_relay() {
 #[tokio::test]
 async fn queue_commands_work_on_a_stopped_relay_and_the_relay_honours_them() {
     let up = FakeUpstream::start(Mode::StartTls, Script::default()).await;
-    let holding = format!("{}\n[delivery]\nhold = true\n", config_for(&up, ""));
-    let mut relay = TestRelay::start(&holding).await;
+    up.script(|s| {
+        s.rcpt_replies
+            .insert("bad@example.com".into(), "550 5.1.1 no such user".into());
+    });
+    // Two failed messages first (delivery on), then three held in the queue (delivery off).
+    let delivering = format!("{}\n[delivery]\nbounce = \"none\"\n", config_for(&up, ""));
+    let holding = delivering.replace("[delivery]\n", "[delivery]\nhold = true\n");
+    let mut relay = TestRelay::start(&delivering).await;
+    let failed = send(&relay, "bad@example.com").await;
+    let failed2 = send(&relay, "bad@example.com").await;
+    eventually("two failed messages", || relay.failed_ids().len() == 2).await;
+    std::fs::write(&relay.config, &holding).unwrap();
+    relay.restart().await;
     let keep = send(&relay, "keep@example.com").await;
     let drop = send(&relay, "drop@example.com").await;
     let later = send(&relay, "later@example.com").await;
@@ -195,8 +206,9 @@ async fn queue_commands_work_on_a_stopped_relay_and_the_relay_honours_them() {
     assert_eq!(list.code, 0, "{list:?}");
     let list = list.json();
     assert_eq!(list["running"], false);
-    assert_eq!(list["messages"].as_array().unwrap().len(), 3);
+    assert_eq!(list["messages"].as_array().unwrap().len(), 5);
     assert_eq!(message(&list, &keep)["state"], "queued");
+    assert_eq!(message(&list, &failed)["state"], "failed");
     let text = relay.queue(&["list"]).await;
     assert!(
         text.stdout.starts_with("relay not running"),
@@ -207,6 +219,7 @@ async fn queue_commands_work_on_a_stopped_relay_and_the_relay_honours_them() {
     assert_eq!(status["running"], false);
 
     assert_eq!(relay.queue(&["delete", &drop]).await.code, 0);
+    assert_eq!(relay.queue(&["show", &drop]).await.code, 3);
     assert_eq!(relay.queue(&["hold", &later]).await.code, 0);
     let show = relay.queue(&["show", &later]).await;
     assert!(
@@ -214,21 +227,36 @@ async fn queue_commands_work_on_a_stopped_relay_and_the_relay_honours_them() {
         "{}",
         show.stdout
     );
-    assert_eq!(relay.queue(&["show", &drop]).await.code, 3);
+    assert_eq!(relay.queue(&["hold", &keep]).await.code, 0);
+    let release = relay.queue(&["release", &keep]).await;
+    assert_eq!(release.code, 0, "{release:?}");
+    assert!(release.stdout.contains("released"), "{}", release.stdout);
+    let retry = relay.queue(&["retry", &keep, "--json"]).await.json();
+    assert_eq!(retry["count"], 1);
+    let requeue = relay.queue(&["requeue", &failed]).await;
+    assert_eq!(requeue.code, 0, "{requeue:?}");
+    assert_eq!(relay.failed_ids(), std::slice::from_ref(&failed2));
+    let del = relay.queue(&["delete", "--failed", "--json"]).await.json();
+    assert_eq!(del["count"], 1);
+    assert!(relay.failed_ids().is_empty());
 
-    // Start delivering: the deleted message is gone, the held one waits.
-    std::fs::write(&relay.config, config_for(&up, "")).unwrap();
+    // Start delivering: the deleted message is gone, the held one waits, the released and the
+    // requeued ones go (the address that failed is accepted now).
+    up.script(|s| s.rcpt_replies.clear());
+    std::fs::write(&relay.config, &delivering).unwrap();
     relay.restart().await;
-    let got = up.wait_for(1, WAIT).await;
-    assert_eq!(got[0].to, ["keep@example.com"]);
+    let got = up.wait_for(2, WAIT).await;
+    let mut to: Vec<String> = got.iter().flat_map(|m| m.to.clone()).collect();
+    to.sort();
+    assert_eq!(to, ["bad@example.com", "keep@example.com"]);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(up.messages().len(), 1, "the held message was not sent");
+    assert_eq!(up.messages().len(), 2, "the held message was not sent");
     assert_eq!(relay.queued_ids(), std::slice::from_ref(&later));
 
     let release = relay.queue(&["release", &later]).await;
     assert_eq!(release.code, 0, "{release:?}");
-    let got = up.wait_for(2, WAIT).await;
-    assert_eq!(got[1].to, ["later@example.com"]);
+    let got = up.wait_for(3, WAIT).await;
+    assert_eq!(got[2].to, ["later@example.com"]);
     relay.wait_queue_empty().await;
     relay.stop().await;
 }
