@@ -204,6 +204,16 @@ pub fn shutting_down() -> Reply {
 pub fn too_many_connections() -> Reply {
     Reply::new(421, "4.7.0", "Too many connections; try again later")
 }
+/// The spool's disk is full: nothing was queued, the client should try later (RFC 3463
+/// 4.3.1, "mail system full").
+pub fn storage_full() -> Reply {
+    Reply::new(
+        452,
+        "4.3.1",
+        "Insufficient system storage: message not queued; try again later",
+    )
+}
+
 pub fn not_queued() -> Reply {
     Reply::new(
         451,

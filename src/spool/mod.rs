@@ -111,7 +111,7 @@ pub enum SpoolError {
         pid: Option<u32>,
     },
     /// A file operation failed.
-    #[error("spool: cannot {op} {}: {source}", path.display())]
+    #[error("spool: cannot {op} {}: {source}{}", path.display(), io_hint(source))]
     Io {
         /// What was being done (`create`, `write`, `read`, ...).
         op: &'static str,
@@ -158,6 +158,40 @@ struct Inner {
     committer: Committer,
     notify: mpsc::UnboundedSender<QueuedMessage>,
     _lock: File,
+}
+
+/// What to do about the I/O errors an operator can fix.
+fn io_hint(e: &io::Error) -> &'static str {
+    if is_storage_full(e) {
+        return "; the file system holding queue.dir is full: free space (mail keeps being \
+                refused with 452 4.3.1 until then; nothing queued is lost)";
+    }
+    match e.kind() {
+        io::ErrorKind::PermissionDenied => {
+            "; the relay's user must own queue.dir (with the systemd unit it is \
+             /var/lib/gmail-relay, its StateDirectory)"
+        }
+        io::ErrorKind::ReadOnlyFilesystem => {
+            "; queue.dir is on a read-only file system (under systemd's ProtectSystem=strict \
+             only /var/lib/gmail-relay is writable)"
+        }
+        io::ErrorKind::NotADirectory => "; a file is in the way of queue.dir or one of its parents",
+        _ => "",
+    }
+}
+
+/// The disk (or the user's quota) is full.
+fn is_storage_full(e: &io::Error) -> bool {
+    // ENOSPC (28) and EDQUOT (122) on Linux.
+    e.kind() == io::ErrorKind::StorageFull || matches!(e.raw_os_error(), Some(28 | 122))
+}
+
+impl SpoolError {
+    /// The spool's file system (or quota) is full: a condition that passes when space is
+    /// freed, as opposed to a fault.
+    pub fn is_storage_full(&self) -> bool {
+        matches!(self, SpoolError::Io { source, .. } if is_storage_full(source))
+    }
 }
 
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SpoolError + use<> {
