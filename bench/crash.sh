@@ -12,5 +12,5 @@ for ((i = 1; i <= runs; i++)); do
   echo "== run $i/$runs"
   GMAIL_RELAY_CRASH_MESSAGES=$messages GMAIL_RELAY_CRASH_KILLS=$kills \
     cargo test --release --locked --test crash -- --nocapture 2>&1 \
-    | grep -E '^(crash:|  duplicate|test result)|panicked'
+    | grep --line-buffered -E '^(crash:|  duplicate|test result)|panicked'
 done

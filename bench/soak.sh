@@ -9,4 +9,4 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 GMAIL_RELAY_SOAK_SECS=${1:-1800} \
   cargo test --release --locked --test soak -- --ignored --nocapture 2>&1 \
-  | grep -E '^soak:|test result|panicked'
+  | grep --line-buffered -E '^soak:|test result|panicked'
