@@ -155,11 +155,7 @@ async fn no_acknowledged_message_is_lost_across_sigkills() {
 
     let up = Arc::new(FakeUpstream::start(Mode::StartTls, Script::default()).await);
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let config = dir.path().join("relay.toml");
     std::fs::write(

@@ -175,11 +175,7 @@ impl Drop for Child {
 
 async fn relay_process(listen_extra: &str) -> Child {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let config = intake_config(listen_extra).replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
     std::fs::write(dir.path().join("relay.toml"), config).unwrap();
     let process = std::process::Command::new(env!("CARGO_BIN_EXE_gmail-relay"))

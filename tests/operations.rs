@@ -264,21 +264,12 @@ async fn a_reload_puts_new_credentials_and_policy_in_force_and_refuses_a_bad_con
     relay.stop().await;
 }
 
-/// A free port on loopback (bound and released; the relay binds it next).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn sighup_reloads_the_binary_and_an_invalid_config_keeps_the_old_one() {
     let up = FakeUpstream::start(Mode::StartTls, Script::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("relay.toml");
-    let port = free_port();
+    let port = common::free_port();
     let base = config_for(&up, "").replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
     let write = |listen_extra: &str| {
         std::fs::write(

@@ -81,11 +81,7 @@ async fn a_long_run_with_upstream_faults_loses_nothing_and_does_not_grow() {
         .unwrap_or(120);
     let up = Arc::new(FakeUpstream::start(Mode::StartTls, Script::default()).await);
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let config = dir.path().join("relay.toml");
     std::fs::write(

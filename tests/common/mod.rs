@@ -30,6 +30,15 @@ pub struct TestRelay {
     daemon: Option<Daemon>,
 }
 
+/// A free port on loopback (bound and released; the relay binds it next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// The config text for a relay forwarding to `up` (trusting its CA), with fast retries.
 pub fn config_for(up: &FakeUpstream, extra: &str) -> String {
     let tls = match up.mode {
