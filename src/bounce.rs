@@ -11,18 +11,8 @@
 
 use std::time::SystemTime;
 
+pub use crate::config::BounceTo;
 use crate::rfc5322;
-
-/// Where DSNs go (`delivery.bounce`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BounceTo {
-    /// The envelope sender of the failed message.
-    Sender,
-    /// This address (`delivery.postmaster`).
-    Postmaster(String),
-    /// Nobody; failures are only logged and kept in the failed area.
-    Nobody,
-}
 
 impl BounceTo {
     /// The recipient of the DSN for a message from `sender`, if one should be sent.

@@ -10,21 +10,27 @@
 //!                                                                       outcomes)
 //! ```
 //!
-//! # Modules (dependencies point down this list)
+//! # Modules
 //!
-//! - [`daemon`]: start-up order and shutdown; wires the rest together.
+//! Each module uses only modules below it in this list (and `observe`, which everything may
+//! report to).
+//!
+//! - [`daemon`]: prepares a configuration (credentials, TLS contexts), start-up order, reload
+//!   and shutdown; wires the rest together.
 //! - [`control`]: the queue commands, through the control socket or on a stopped spool.
 //! - [`sendmail`]: the sendmail interface, a local client of the intake.
 //! - [`intake`]: SMTP listeners and sessions; answers 250 only after the spool commit.
 //! - [`policy`]: who may relay and within which limits (pure decisions).
 //! - [`scheduler`]: what is due when; retries, backoff, pauses, concurrency.
 //! - [`spool`]: the on-disk queue, its commit protocol and recovery.
-//! - [`delivery`]: one attempt against the upstream via lettre; reply classification.
+//! - [`delivery`]: one attempt against the upstream with the relay's SMTP client; reply
+//!   classification.
 //! - [`bounce`]: delivery status notifications for failed mail.
 //! - [`auth`]: upstream credentials, listener users and secret types.
 //! - [`rfc5322`]: message-format helpers (dates, header fields).
 //! - [`observe`]: logging and the mail event log.
-//! - [`config`]: `relay.toml` + environment, validated into typed sections.
+//! - [`config`]: `relay.toml` + environment, validated into typed sections of plain data.
+//! - [`secret`]: the redacted secret type, and where a secret is kept.
 //!
 //! # Durability contract
 //!
@@ -49,5 +55,6 @@ pub mod observe;
 pub mod policy;
 pub mod rfc5322;
 pub mod scheduler;
+pub mod secret;
 pub mod sendmail;
 pub mod spool;

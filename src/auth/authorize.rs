@@ -18,7 +18,8 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use super::Secret;
-use super::oauth2::{GMAIL_SCOPE, OAuth2Settings, TokenError, post_form};
+use super::oauth2::{GMAIL_SCOPE, TokenError, client_secret, post_form};
+use crate::config::OAuth2Config;
 
 /// Why authorization did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +68,7 @@ fn random_token(bytes: usize) -> String {
 
 /// Starts an authorization: listens on a loopback port and builds the consent URL.
 pub async fn begin(
-    settings: &OAuth2Settings,
+    settings: &OAuth2Config,
     login_hint: &str,
 ) -> Result<Authorization, AuthorizeError> {
     let listener = TcpListener::bind("127.0.0.1:0")
@@ -193,7 +194,7 @@ impl Authorization {
     /// Exchanges the code for a refresh token.
     pub async fn exchange(
         &self,
-        settings: &OAuth2Settings,
+        settings: &OAuth2Config,
         http: &reqwest::Client,
         code: &str,
     ) -> Result<Secret, AuthorizeError> {
@@ -204,10 +205,10 @@ impl Authorization {
             ("client_id", settings.client_id.clone()),
             ("code_verifier", self.verifier.clone()),
         ];
-        if let Some(secret) = &settings.client_secret {
+        if let Some(secret) = client_secret(settings)? {
             form.push(("client_secret", secret.expose().to_owned()));
         }
-        let reply = post_form(http, &settings.token_url, &form).await?;
+        let reply = post_form(http, &settings.token_url, &form, &settings.section).await?;
         reply
             .refresh_token
             .map(Secret::new)

@@ -1,29 +1,43 @@
 //! Credentials: who the relay logs in to Gmail as, and with what; and who may log in to the
 //! relay's own listener (`users`).
 //!
-//! Owns the secret types ([`Secret`]) and turns the configured credentials into what one
-//! login needs ([`Login`]). The delivery side asks for a `Login` each time it opens an upstream
-//! connection, so a credential that changes (a rotated app password; an OAuth2 access token,
-//! later) is picked up by the next connection without touching connections already open.
+//! Turns the configured credentials ([`crate::config::AuthConfig`]: data, with secrets as
+//! references) into what one login needs ([`Login`]). The delivery side asks for a `Login` each
+//! time it opens an upstream connection, so a credential that changes (a refreshed OAuth2
+//! access token) is picked up by the next connection without touching connections already
+//! open; a changed password file is read again when the daemon prepares a reloaded
+//! configuration.
 //!
 //! Invariant: nothing in this module, and nothing holding its types, can print a secret:
 //! [`Secret`] redacts itself in `Debug` and `Display`, and every type holding one prints
 //! through it.
 //!
-//! - `secret`: the redacted string type; `users`: the listener's users (argon2/bcrypt);
-//!   `oauth2`: access tokens from a refresh token, for XOAUTH2.
+//! - `users`: the listener's users (argon2/bcrypt); `oauth2`: access tokens from a refresh
+//!   token, for XOAUTH2; `authorize`: getting that refresh token. The secret types live in the
+//!   leaf module [`crate::secret`] (the configuration holds them too) and are re-exported here.
 
 pub mod authorize;
 mod oauth2;
-mod secret;
 mod users;
 
+pub use crate::secret::{Secret, SecretFileError, SecretSource};
 pub use oauth2::{
-    AccessToken, GMAIL_SCOPE, GOOGLE_AUTH_URL, GOOGLE_TOKEN_URL, OAuth2Settings, RefreshToken,
-    TokenError, TokenSource, write_secret_file, xoauth2_response,
+    AccessToken, GMAIL_SCOPE, GOOGLE_AUTH_URL, GOOGLE_TOKEN_URL, TokenError, TokenSource,
+    write_secret_file, xoauth2_response,
 };
-pub use secret::{Secret, SecretFileError};
 pub use users::{Users, hash_password};
+
+use crate::config::{AuthConfig, UpstreamConfig};
+
+/// A configured secret could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {source}")]
+pub struct CredentialsError {
+    /// The key that names it, e.g. `upstream.password_file`.
+    pub key: String,
+    /// Why it could not be read.
+    pub source: SecretFileError,
+}
 
 /// The account and secret the relay authenticates to the upstream with.
 #[derive(Debug, Clone)]
@@ -60,6 +74,25 @@ pub enum Login {
 }
 
 impl Credentials {
+    /// The credentials `cfg` describes; a password kept in a file is read now.
+    pub fn from_config(cfg: &UpstreamConfig) -> Result<Credentials, CredentialsError> {
+        match &cfg.auth {
+            AuthConfig::Password(source) => {
+                let key = match source {
+                    SecretSource::Inline(_) => cfg.key("password"),
+                    SecretSource::File(_) => cfg.key("password_file"),
+                };
+                let secret = source
+                    .load()
+                    .map_err(|source| CredentialsError { key, source })?;
+                Ok(Credentials::password(cfg.username.clone(), secret))
+            }
+            AuthConfig::XOAuth2(oauth2) => {
+                Ok(Credentials::oauth2(cfg.username.clone(), oauth2.clone()))
+            }
+        }
+    }
+
     /// Credentials for an app password (or any password) login.
     pub fn password(username: impl Into<String>, password: Secret) -> Self {
         Credentials {
@@ -69,7 +102,7 @@ impl Credentials {
     }
 
     /// Credentials for XOAUTH2 with tokens from `settings`.
-    pub fn oauth2(username: impl Into<String>, settings: OAuth2Settings) -> Self {
+    pub fn oauth2(username: impl Into<String>, settings: crate::config::OAuth2Config) -> Self {
         Credentials {
             username: username.into(),
             method: Method::OAuth2(TokenSource::new(settings)),

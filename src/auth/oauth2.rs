@@ -14,7 +14,6 @@
 //! that file atomically, mode 0600. No token, secret or refresh token is ever logged: they are
 //! [`Secret`]s.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +22,8 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::Secret;
+use crate::config::OAuth2Config;
+use crate::secret::SecretSource;
 
 /// Google's token endpoint.
 pub const GOOGLE_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
@@ -30,32 +31,6 @@ pub const GOOGLE_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
 pub const GOOGLE_AUTH_URL: &str = "https://accounts.google.com/o/oauth2/v2/auth";
 /// The scope Gmail's SMTP server needs.
 pub const GMAIL_SCOPE: &str = "https://mail.google.com/";
-
-/// Where the refresh token lives.
-#[derive(Debug, Clone)]
-pub enum RefreshToken {
-    /// In the configuration (or the environment).
-    Inline(Secret),
-    /// In a file (`upstream.oauth2.refresh_token_file`), read at each refresh.
-    File(PathBuf),
-}
-
-/// `[upstream.oauth2]`, validated.
-#[derive(Debug, Clone)]
-pub struct OAuth2Settings {
-    /// The OAuth client id.
-    pub client_id: String,
-    /// The OAuth client secret (desktop clients have one; it is not very secret, but redacted).
-    pub client_secret: Option<Secret>,
-    /// The refresh token.
-    pub refresh_token: RefreshToken,
-    /// Token endpoint.
-    pub token_url: String,
-    /// Authorization endpoint (for `oauth authorize`).
-    pub auth_url: String,
-    /// Refresh when the token expires within this.
-    pub refresh_before: Duration,
-}
 
 /// Why no token could be had.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -84,7 +59,7 @@ pub struct TokenSource {
 }
 
 struct Inner {
-    settings: OAuth2Settings,
+    settings: OAuth2Config,
     http: reqwest::Client,
     state: Mutex<State>,
 }
@@ -136,7 +111,7 @@ fn http_client() -> reqwest::Client {
 
 impl TokenSource {
     /// A source for these settings; nothing is fetched yet.
-    pub fn new(settings: OAuth2Settings) -> TokenSource {
+    pub fn new(settings: OAuth2Config) -> TokenSource {
         TokenSource {
             inner: Arc::new(Inner {
                 settings,
@@ -147,7 +122,7 @@ impl TokenSource {
     }
 
     /// The settings.
-    pub fn settings(&self) -> &OAuth2Settings {
+    pub fn settings(&self) -> &OAuth2Config {
         &self.inner.settings
     }
 
@@ -214,14 +189,13 @@ impl TokenSource {
     }
 
     fn refresh_token(&self) -> Result<Secret, TokenError> {
-        match &self.inner.settings.refresh_token {
-            RefreshToken::Inline(s) => Ok(s.clone()),
-            RefreshToken::File(path) => Secret::from_file(path).map_err(|e| {
-                TokenError::Rejected(format!(
-                    "cannot read upstream.oauth2.refresh_token_file: {e}; run `gmail-relay oauth authorize`"
-                ))
-            }),
-        }
+        let settings = &self.inner.settings;
+        settings.refresh_token.load().map_err(|e| {
+            TokenError::Rejected(format!(
+                "cannot read {}.refresh_token_file: {e}; run `gmail-relay oauth authorize`",
+                settings.section
+            ))
+        })
     }
 
     async fn refresh(&self) -> Result<AccessToken, TokenError> {
@@ -232,10 +206,16 @@ impl TokenSource {
             ("refresh_token", refresh_token.expose().to_owned()),
             ("client_id", settings.client_id.clone()),
         ];
-        if let Some(secret) = &settings.client_secret {
+        if let Some(secret) = client_secret(settings)? {
             form.push(("client_secret", secret.expose().to_owned()));
         }
-        let reply = post_form(&self.inner.http, &settings.token_url, &form).await?;
+        let reply = post_form(
+            &self.inner.http,
+            &settings.token_url,
+            &form,
+            &settings.section,
+        )
+        .await?;
         let access = reply.access_token.ok_or_else(|| {
             TokenError::Unavailable("the token endpoint answered without an access_token".into())
         })?;
@@ -246,11 +226,11 @@ impl TokenSource {
             )));
         }
         let lifetime = Duration::from_secs(reply.expires_in.unwrap_or(3600));
-        if let (Some(new), RefreshToken::File(path)) =
-            (reply.refresh_token, &settings.refresh_token)
+        if let (Some(new), SecretSource::File(path)) =
+            (reply.refresh_token.as_deref(), &settings.refresh_token)
             && new != refresh_token.expose()
         {
-            match write_secret_file(path, &new) {
+            match write_secret_file(path, new) {
                 Ok(()) => {
                     tracing::info!(file = %path.display(), "stored the new refresh token Google issued")
                 }
@@ -271,11 +251,28 @@ impl TokenSource {
     }
 }
 
+/// The client secret, read from its file if it is kept in one.
+pub(crate) fn client_secret(settings: &OAuth2Config) -> Result<Option<Secret>, TokenError> {
+    settings
+        .client_secret
+        .as_ref()
+        .map(|s| {
+            s.load().map_err(|e| {
+                TokenError::Rejected(format!(
+                    "cannot read {}.client_secret_file: {e}",
+                    settings.section
+                ))
+            })
+        })
+        .transpose()
+}
+
 /// POSTs a form to a token endpoint and classifies the answer.
 pub(crate) async fn post_form(
     http: &reqwest::Client,
     url: &str,
     form: &[(&str, String)],
+    section: &str,
 ) -> Result<TokenReplyOk, TokenError> {
     let body = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(form.iter().map(|(k, v)| (*k, v.as_str())))
@@ -330,7 +327,7 @@ pub(crate) async fn post_form(
         ),
         "invalid_client" | "unauthorized_client" => format!(
             "Google rejects the OAuth client ({error}: {description}): check \
-             upstream.oauth2.client_id and client_secret"
+             {section}.client_id and client_secret"
         ),
         _ => format!("{url} answered {status} {error} {description}"),
     }))

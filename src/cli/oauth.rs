@@ -7,11 +7,11 @@ use gmail_relay::{config, delivery};
 
 /// The XOAUTH2 token source of a config, or an error saying how to enable it.
 fn token_source(
-    cfg: &config::Config,
+    setup: &delivery::Setup,
     path: &Path,
 ) -> anyhow::Result<gmail_relay::auth::TokenSource> {
-    cfg.upstream
-        .credentials
+    setup
+        .credentials()
         .token_source()
         .cloned()
         .with_context(|| {
@@ -22,26 +22,33 @@ fn token_source(
         })
 }
 
-pub async fn authorize(path: &Path) -> anyhow::Result<()> {
-    use gmail_relay::auth::{RefreshToken, authorize, write_secret_file};
+/// Loads and prepares the upstream of the config at `path`.
+fn load(path: &Path) -> anyhow::Result<(config::Config, delivery::Setup)> {
     let cfg = config::load(path)?;
-    let source = token_source(&cfg, path)?;
+    let setup = delivery::Setup::new(cfg.upstream.clone())
+        .with_context(|| format!("{}", path.display()))?;
+    Ok((cfg, setup))
+}
+
+pub async fn authorize(path: &Path) -> anyhow::Result<()> {
+    use gmail_relay::auth::{SecretSource, authorize, write_secret_file};
+    let (cfg, setup) = load(path)?;
+    let source = token_source(&setup, path)?;
     let settings = source.settings();
-    let RefreshToken::File(file) = &settings.refresh_token else {
+    let SecretSource::File(file) = &settings.refresh_token else {
         anyhow::bail!(
             "{}: set upstream.oauth2.refresh_token_file (instead of refresh_token) so the \
              token can be stored",
             path.display()
         );
     };
-    let auth = authorize::begin(settings, cfg.upstream.credentials.username()).await?;
+    let auth = authorize::begin(settings, &cfg.upstream.username).await?;
     println!("{}", auth.url);
     eprintln!(
         "\nOpen the URL above in a browser, sign in as {} and allow access.\n\
          Google then redirects to {} on this machine. If the browser runs elsewhere and that page\n\
          does not load, copy the address from the browser's address bar and paste it here.\n",
-        cfg.upstream.credentials.username(),
-        auth.redirect_uri
+        &cfg.upstream.username, auth.redirect_uri
     );
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     std::thread::spawn(move || {
@@ -65,8 +72,8 @@ pub async fn authorize(path: &Path) -> anyhow::Result<()> {
 }
 
 pub async fn test(path: &Path) -> anyhow::Result<()> {
-    let cfg = config::load(path)?;
-    let source = token_source(&cfg, path)?;
+    let (_, setup) = load(path)?;
+    let source = token_source(&setup, path)?;
     let token = source.token().await.context("fetching an access token")?;
     let valid = token
         .expires_at
@@ -75,7 +82,7 @@ pub async fn test(path: &Path) -> anyhow::Result<()> {
         "access token: OK (valid for {})",
         humantime::format_duration(std::time::Duration::from_secs(valid.as_secs()))
     );
-    let upstream = delivery::Upstream::new(cfg.upstream.clone())?;
+    let upstream = delivery::Upstream::new(setup, gmail_relay::observe::Metrics::new());
     let done = upstream
         .check_login()
         .await

@@ -1,6 +1,10 @@
 //! `gmail-relay send-test --to ADDR`: one small message through the whole path (intake, spool,
 //! delivery), watched until the upstream takes it or refuses it.
 //!
+//! The message comes from the Gmail account itself (`upstream.username`; an address Gmail
+//! knows) and asks for no delivery status notification (`NOTIFY=NEVER`): a failed test is
+//! reported here, with the upstream's reply for each recipient, never by a bounce.
+//!
 //! Exit codes: 0 delivered, 1 failed (the reason is printed), 2 config, 75 not settled within
 //! `--wait` (still queued: the relay keeps trying) or the relay is not running.
 
@@ -10,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use gmail_relay::control::{self, ErrorKind, MessageState, Reply, Request};
 use gmail_relay::sendmail::{self, Submission};
-use gmail_relay::spool::QueueId;
+use gmail_relay::spool::{QueueId, RecipientStatus};
 
 use super::EXIT_CONFIG;
 
@@ -26,7 +30,10 @@ pub fn run(config: Option<PathBuf>, to: &str, wait: Duration) -> ExitCode {
         eprintln!("gmail-relay: --to {to:?} is not an email address");
         return ExitCode::from(EXIT_CONFIG);
     }
-    let sender = format!("gmail-relay@{}", local.hostname);
+    let sender = local
+        .account
+        .clone()
+        .unwrap_or_else(|| format!("gmail-relay@{}", local.hostname));
     let now = SystemTime::now();
     let message = format!(
         "From: gmail-relay on {host} <{sender}>\r\nTo: <{to}>\r\nSubject: gmail-relay test from {host}\r\n\r\n\
@@ -39,6 +46,7 @@ pub fn run(config: Option<PathBuf>, to: &str, wait: Duration) -> ExitCode {
         sender,
         recipients: vec![to.to_owned()],
         message: message.into_bytes(),
+        notify_never: true,
     };
     super::block_on(async {
         let reply = match sendmail::submit(&local.submit_addrs, &local.hostname, &sub).await {
@@ -85,10 +93,24 @@ async fn watch(dir: &std::path::Path, id: QueueId, wait: Duration) -> ExitCode {
                 Reply::Show(shown) => {
                     let m = &shown.message;
                     if m.state == MessageState::Failed {
-                        println!(
-                            "failed: {}",
-                            m.failed_reason.as_deref().unwrap_or("(no reason recorded)")
-                        );
+                        let failed: Vec<_> = m
+                            .recipients
+                            .iter()
+                            .filter(|r| r.status == RecipientStatus::Failed)
+                            .collect();
+                        if failed.is_empty() {
+                            println!(
+                                "failed: {}",
+                                m.failed_reason.as_deref().unwrap_or("(no reason recorded)")
+                            );
+                        }
+                        for r in failed {
+                            println!(
+                                "failed: {}: {}",
+                                r.address,
+                                r.reply.as_deref().unwrap_or("(no reply recorded)")
+                            );
+                        }
                         return ExitCode::FAILURE;
                     }
                     match &m.last_error {

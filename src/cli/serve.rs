@@ -4,32 +4,30 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use gmail_relay::{config, daemon, delivery, intake, observe};
+use gmail_relay::{config, daemon, delivery, observe};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::EXIT_CONFIG;
 
-/// Loads and validates the config, printing the error and returning the exit code on failure.
-fn load(path: &Path) -> Result<config::Config, ExitCode> {
-    config::load(path).map_err(|e| {
+/// Loads, validates and prepares the config (the files it names are read: password, CA,
+/// certificate, users), printing the error and returning the exit code on failure.
+fn load(path: &Path) -> Result<daemon::Prepared, ExitCode> {
+    let cfg = config::load(path).map_err(|e| {
         eprintln!("gmail-relay: configuration error: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })?;
+    daemon::prepare(cfg).map_err(|e| {
+        eprintln!("gmail-relay: configuration error: {}: {e}", path.display());
         ExitCode::from(EXIT_CONFIG)
     })
 }
 
 pub fn check(path: &Path, upstream: bool) -> ExitCode {
-    let cfg = match load(path) {
-        Ok(cfg) => cfg,
+    let prepared = match load(path) {
+        Ok(p) => p,
         Err(code) => return code,
     };
-    if let Err(e) = delivery::Upstream::new(cfg.upstream.clone()) {
-        eprintln!("gmail-relay: configuration error: {}: {e}", path.display());
-        return ExitCode::from(EXIT_CONFIG);
-    }
-    if let Err(e) = intake::tls_acceptor(&cfg.listen) {
-        eprintln!("gmail-relay: configuration error: {}: {e}", path.display());
-        return ExitCode::from(EXIT_CONFIG);
-    }
+    let cfg = &prepared.config;
     println!(
         "{}: OK\n  listen: {}\n  allowed networks: {}\n  queue: {}\n  upstream: {}:{} ({}) as {}",
         path.display(),
@@ -53,13 +51,13 @@ pub fn check(path: &Path, upstream: bool) -> ExitCode {
         cfg.upstream.host,
         cfg.upstream.port,
         cfg.upstream.tls,
-        cfg.upstream.credentials.username(),
+        cfg.upstream.username,
     );
     if !upstream {
         return ExitCode::SUCCESS;
     }
     let login = async {
-        let upstream = delivery::Upstream::new(cfg.upstream.clone())?;
+        let upstream = delivery::Upstream::new(prepared.upstream, observe::Metrics::new());
         let done = upstream
             .check_login()
             .await
@@ -71,11 +69,11 @@ pub fn check(path: &Path, upstream: bool) -> ExitCode {
 }
 
 pub fn serve(path: &Path) -> ExitCode {
-    let cfg = match load(path) {
-        Ok(cfg) => cfg,
+    let prepared = match load(path) {
+        Ok(p) => p,
         Err(code) => return code,
     };
-    if let Err(e) = observe::init(&cfg.log) {
+    if let Err(e) = observe::init(&prepared.config.log) {
         eprintln!("gmail-relay: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
@@ -87,7 +85,7 @@ pub fn serve(path: &Path) -> ExitCode {
             rt.block_on(async {
                 let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
                 tokio::spawn(signals(path.to_path_buf(), tx));
-                daemon::run(cfg, rx).await.map_err(anyhow::Error::from)
+                daemon::run(prepared, rx).await.map_err(anyhow::Error::from)
             })
         });
     match result {

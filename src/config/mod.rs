@@ -1,11 +1,16 @@
 //! Configuration: `relay.toml` plus `GMAIL_RELAY__<SECTION>__<KEY>` environment overrides,
-//! validated into typed sections.
+//! validated into typed sections of plain data.
 //!
 //! Loading has two steps. The `config` crate layers the file and the environment into the
-//! serde structs of `raw` (unknown keys are errors); then `validate` applies the defaults and
-//! checks every value, turning strings into addresses, networks, durations and secrets. Every
-//! error names the file and the key (`upstream.tls`, `listen.allowed_networks[1]`) and says
-//! what would be accepted.
+//! serde structs of `raw` (unknown keys are errors); then `validate` applies the defaults (one
+//! table, [`defaults`]) and checks every value, turning strings into addresses, networks,
+//! durations and secret references. Every error names the file and the key (`upstream.tls`,
+//! `listen.allowed_networks[1]`) and says what would be accepted.
+//!
+//! The result holds data only: no file is read for a secret, no TLS context or token source
+//! is built here. The daemon does that from these values (`daemon::prepare`), the same way for
+//! `check`, start and reload. This module imports nothing of the relay's but the leaf
+//! [`crate::secret`].
 //!
 //! Relative paths (`queue.dir`, `upstream.password_file`, `upstream.ca_file`) are resolved
 //! against the directory of the config file, so a config and its spool can move together.
@@ -13,286 +18,33 @@
 //! Each module receives only its own section ([`ListenConfig`] for intake, [`QueueConfig`] for
 //! the spool and scheduler, [`UpstreamConfig`] for delivery, ...). There is no global config.
 
+pub mod defaults;
 mod raw;
+mod sections;
 mod validate;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use ipnet::IpNet;
-
-use crate::auth::Credentials;
+pub use sections::*;
 
 /// The whole, validated configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// `[listen]`: the SMTP intake.
     pub listen: ListenConfig,
     /// `[queue]`: the spool and the retry schedule.
     pub queue: QueueConfig,
-    /// `[upstream]`: the server mail is forwarded to.
+    /// `[upstream]`: the server mail is forwarded to, and the account.
     pub upstream: UpstreamConfig,
     /// `[delivery]`: switches for the delivery side.
     pub delivery: DeliveryConfig,
-    /// `[rewrite]`: optional sender rewrites for Gmail (the account is `upstream.username`).
-    pub rewrite: crate::delivery::Rewrite,
+    /// `[rewrite]`: optional sender rewrites for Gmail.
+    pub rewrite: RewriteConfig,
     /// `[log]`: log level and format.
     pub log: LogConfig,
     /// `[metrics]`: the health and metrics endpoint.
     pub metrics: MetricsConfig,
-}
-
-/// `[metrics]`: the HTTP endpoint for `/healthz` and `/metrics`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MetricsConfig {
-    /// Where to serve it; `None` (the default) serves nothing.
-    pub addr: Option<SocketAddr>,
-}
-
-/// What the local tools (`queue`, `sendmail`, `health`) need to find a running relay: read
-/// without the upstream credentials or the listener's key, which the user running them may
-/// not be allowed to read.
-#[derive(Debug, Clone)]
-pub struct Local {
-    /// The plain (non-implicit-TLS) listeners, where a local submission goes.
-    pub submit_addrs: Vec<SocketAddr>,
-    /// The relay's host name.
-    pub hostname: String,
-    /// The spool directory.
-    pub queue_dir: PathBuf,
-    /// The metrics endpoint.
-    pub metrics: MetricsConfig,
-    /// `sendmail.admin_address`: where `sendmail` sends mail for local users (`root`, a cron
-    /// job's owner), which have no domain Gmail could deliver to.
-    pub admin_address: Option<String>,
-}
-
-/// How one listener speaks to its clients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListenerKind {
-    /// Plain SMTP; STARTTLS is offered when `starttls` (a certificate is configured).
-    Plain {
-        /// Offer STARTTLS.
-        starttls: bool,
-    },
-    /// TLS from the first byte (SMTPS).
-    ImplicitTls,
-}
-
-/// A listener to open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListenerSpec {
-    /// The address.
-    pub addr: SocketAddr,
-    /// Plain (with or without STARTTLS) or implicit TLS.
-    pub kind: ListenerKind,
-}
-
-/// `[listen]`: where and how the relay accepts mail.
-#[derive(Debug, Clone)]
-pub struct ListenConfig {
-    /// Plain SMTP listeners (`ip:port`); they offer STARTTLS when a certificate is configured.
-    pub addrs: Vec<SocketAddr>,
-    /// Plain SMTP listeners that never offer STARTTLS (for devices whose TLS is broken).
-    pub no_starttls_addrs: Vec<SocketAddr>,
-    /// Listeners that speak TLS from the first byte.
-    pub implicit_tls_addrs: Vec<SocketAddr>,
-    /// Certificate chain (PEM) for STARTTLS and implicit TLS.
-    pub tls_cert: Option<PathBuf>,
-    /// Private key (PEM) for `tls_cert`.
-    pub tls_key: Option<PathBuf>,
-    /// Client networks allowed to relay; everyone else gets `554 5.7.1`.
-    pub allowed_networks: Vec<IpNet>,
-    /// Largest message accepted, in bytes (advertised as EHLO SIZE).
-    pub max_message_size: usize,
-    /// Most recipients in one transaction.
-    pub max_recipients: usize,
-    /// Most concurrent client connections.
-    pub max_connections: usize,
-    /// Most concurrent connections from one client address.
-    pub max_connections_per_client: usize,
-    /// Envelope senders allowed to relay (addresses, `@domain`s, `<>`); empty: any.
-    pub allowed_senders: Vec<String>,
-    /// Envelope recipients allowed (addresses, `@domain`s); empty: any.
-    pub allowed_recipients: Vec<String>,
-    /// The operator accepts `allowed_networks` covering every address on a non-loopback
-    /// listener (e.g. a firewall restricts access instead).
-    pub danger_allow_any_network: bool,
-    /// Users who may AUTH to the listener (from `listen.users` and `listen.users_file`).
-    pub users: crate::auth::Users,
-    /// Offer AUTH to non-loopback clients on unencrypted connections.
-    pub danger_allow_plaintext_auth: bool,
-    /// The relay's own name: SMTP banner, `Received:` header.
-    pub hostname: String,
-    /// How long a client may stay silent between commands.
-    pub idle_timeout: Duration,
-    /// How long a client may take to send one message's DATA.
-    pub data_timeout: Duration,
-}
-
-impl ListenConfig {
-    /// Every listener to open, in the order of `addrs`, `no_starttls_addrs`,
-    /// `implicit_tls_addrs`.
-    pub fn listeners(&self) -> Vec<ListenerSpec> {
-        let starttls = self.tls_cert.is_some();
-        let plain = self.addrs.iter().map(|&addr| ListenerSpec {
-            addr,
-            kind: ListenerKind::Plain { starttls },
-        });
-        let no_tls = self.no_starttls_addrs.iter().map(|&addr| ListenerSpec {
-            addr,
-            kind: ListenerKind::Plain { starttls: false },
-        });
-        let implicit = self.implicit_tls_addrs.iter().map(|&addr| ListenerSpec {
-            addr,
-            kind: ListenerKind::ImplicitTls,
-        });
-        plain.chain(no_tls).chain(implicit).collect()
-    }
-
-    /// A small configuration for tests and the fuzz target: relay.test, 1000-byte messages,
-    /// 3 recipients.
-    #[doc(hidden)]
-    pub fn for_tests() -> ListenConfig {
-        ListenConfig {
-            addrs: vec![],
-            no_starttls_addrs: vec![],
-            implicit_tls_addrs: vec![],
-            tls_cert: None,
-            tls_key: None,
-            allowed_networks: vec![],
-            max_message_size: 1000,
-            max_recipients: 3,
-            max_connections: 10,
-            max_connections_per_client: 10,
-            allowed_senders: vec![],
-            allowed_recipients: vec![],
-            danger_allow_any_network: false,
-            users: crate::auth::Users::default(),
-            danger_allow_plaintext_auth: false,
-            hostname: "relay.test".into(),
-            idle_timeout: Duration::from_secs(300),
-            data_timeout: Duration::from_secs(600),
-        }
-    }
-
-    /// Who can reach the relay, in words, for the start-up log line.
-    pub fn exposure(&self) -> String {
-        let public: Vec<String> = self
-            .listeners()
-            .iter()
-            .filter(|l| !l.addr.ip().is_loopback())
-            .map(|l| l.addr.to_string())
-            .collect();
-        if public.is_empty() {
-            "loopback only".to_owned()
-        } else {
-            format!(
-                "network listeners {} accept clients from {}",
-                public.join(", "),
-                self.allowed_networks
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        }
-    }
-}
-
-/// `[queue]`: the spool directory and the retry schedule.
-#[derive(Debug, Clone)]
-pub struct QueueConfig {
-    /// Spool directory (queue, failed area, lock).
-    pub dir: PathBuf,
-    /// Delay before the first retry; retries back off exponentially from here.
-    pub retry_min: Duration,
-    /// Longest delay between two attempts.
-    pub retry_max: Duration,
-    /// A message still undelivered after this long is given up on.
-    pub max_age: Duration,
-}
-
-/// How the connection to the upstream is encrypted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsMode {
-    /// Plain connect, then mandatory STARTTLS before anything else (port 587).
-    StartTls,
-    /// TLS from the first byte (port 465).
-    Implicit,
-}
-
-impl std::fmt::Display for TlsMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            TlsMode::StartTls => "starttls",
-            TlsMode::Implicit => "implicit",
-        })
-    }
-}
-
-/// `[upstream]`: the server mail is forwarded to (Gmail).
-#[derive(Debug, Clone)]
-pub struct UpstreamConfig {
-    /// Host name, also the name the certificate must match.
-    pub host: String,
-    /// TCP port.
-    pub port: u16,
-    /// STARTTLS or implicit TLS.
-    pub tls: TlsMode,
-    /// Account and secret to log in with.
-    pub credentials: Credentials,
-    /// Extra trust anchors (PEM), in addition to the built-in web PKI roots.
-    pub ca_file: Option<PathBuf>,
-    /// The name sent in EHLO (Gmail records it in the `Received:` header).
-    pub helo_name: String,
-    /// Most connections open to the upstream at once (and most messages in flight).
-    pub max_connections: usize,
-    /// Most recipients in one upstream transaction (Gmail: 100); more go in several.
-    pub max_recipients_per_message: usize,
-    /// Longest wait for any one reply from the upstream.
-    pub timeout: Duration,
-    /// An authenticated connection unused for this long is closed.
-    pub idle_timeout: Duration,
-}
-
-/// `[delivery]`: delivery-side switches.
-#[derive(Debug, Clone)]
-pub struct DeliveryConfig {
-    /// Accept and queue, but attempt no delivery (maintenance, benchmarks of the intake).
-    pub hold: bool,
-    /// First wait after the upstream refuses our login; doubles up to `auth_pause_max`.
-    pub auth_pause_min: Duration,
-    /// Longest wait between login probes.
-    pub auth_pause_max: Duration,
-    /// Wait between probes while the sending quota is spent.
-    pub quota_pause: Duration,
-    /// Who is told when mail fails (`delivery.bounce`, `delivery.postmaster`).
-    pub bounce: crate::bounce::BounceTo,
-    /// Most recipients delivered per rolling minute.
-    pub max_per_minute: Option<u32>,
-    /// Most recipients delivered per rolling 24 hours.
-    pub max_per_day: Option<u32>,
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-/// `[log]`: logging.
-#[derive(Debug, Clone)]
-pub struct LogConfig {
-    /// Default filter (`info`, `debug`, or a tracing filter); `RUST_LOG` overrides it.
-    pub level: String,
-    /// Output format.
-    pub format: LogFormat,
 }
 
 /// Why the configuration could not be loaded. Every variant names the file; invalid values

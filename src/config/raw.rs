@@ -95,6 +95,7 @@ pub(super) struct RawUpstream {
     pub auth: Option<String>,
     pub oauth2: Option<RawOAuth2>,
     pub host: Option<String>,
+    pub tls_name: Option<String>,
     pub port: Option<u16>,
     pub tls: Option<String>,
     pub username: Option<String>,

@@ -10,14 +10,12 @@
 //! | `FailMessage` | 5xx at MAIL or DATA: 552 5.3.4, 554 5.6.0, 550 5.7.26 | the message fails |
 //! | `PauseUpstream` | 535 5.7.8, 534 5.7.9, 534 5.7.14, 454 4.7.0, 530, any refusal at AUTH, relay denied | all delivery stops; nothing fails; probed later |
 //! | `PauseQuota` | 550 5.4.5, 550 5.7.1 "Daily SMTP relay limit", 450 4.2.1 "Peak SMTP relay limit" | all delivery stops until the window allows; nothing fails |
+//! | `PauseTls` | any refusal of STARTTLS (454 4.7.0 TLS not available) | all delivery stops: without TLS nothing is sent; a connection problem, never the credentials |
 //! | `Reconnect` | 421, 451 4.4.2, a dropped or timed-out connection | the connection is dropped; what it carried is sent again on a new one |
 //!
 //! Anything not recognised as permanent is temporary. Gmail's sending limits come as 550 but
 //! pass with time, so they pause instead of bouncing; refusals of our own credentials pause
 //! too, because bouncing the whole queue for a revoked app password would be the worst outcome.
-
-use lettre::transport::smtp::Error as SmtpError;
-use lettre::transport::smtp::response::Response;
 
 /// Where in the SMTP conversation a reply came.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +53,8 @@ pub enum Class {
     PauseUpstream,
     /// The account's sending quota is spent: stop all delivery until it recovers.
     PauseQuota,
+    /// The server will not secure the connection: stop all delivery (nothing goes in clear).
+    PauseTls,
     /// The connection is being closed or is unusable: use a new one.
     Reconnect,
 }
@@ -77,6 +77,11 @@ pub fn classify(stage: Stage, code: u16, text: &str) -> Class {
     }
     if code == 421 || (code == 451 && enhanced == "4.4.2") {
         return Class::Reconnect;
+    }
+    // A refused STARTTLS says nothing about our account ("454 4.7.0 TLS not available due to
+    // temporary reason" shares its code with Gmail's login throttling).
+    if stage == Stage::StartTls && code != 503 && enhanced != "5.5.1" {
+        return Class::PauseTls;
     }
     // Our session is out of step with the server (a bug, or a server we confused): start over.
     if code == 503
@@ -106,10 +111,13 @@ pub fn classify(stage: Stage, code: u16, text: &str) -> Class {
     }
 }
 
-/// `452 4.5.3` at RCPT: the server takes no more recipients in this transaction; the rest go
-/// in the next one.
-pub fn too_many_recipients(code: u16, text: &str) -> bool {
-    code == 452 && text.starts_with("4.5.3")
+/// A `452` at RCPT that means "no more recipients in this transaction": `452 4.5.3`, or any
+/// `452` once the server has accepted at least one recipient (Exim says a bare
+/// `452 too many recipients`; RFC 5321 §4.5.3.1.10). The rest go in the next transaction; a
+/// `452` that was about the recipient itself (`4.2.2` mailbox full) then comes again as the
+/// first of that transaction and is deferred on its own.
+pub fn too_many_recipients(code: u16, text: &str, accepted: usize) -> bool {
+    code == 452 && (text.starts_with("4.5.3") || accepted > 0)
 }
 
 /// A failed command: its reply (code and text) if the server answered, or why there was none.
@@ -142,45 +150,6 @@ impl Failure {
             Failure::Broken(e) => e.clone(),
         }
     }
-
-    /// From a lettre error.
-    pub fn from_lettre(e: &SmtpError) -> Failure {
-        match (e.status(), std::error::Error::source(e)) {
-            (Some(code), Some(message)) => Failure::Reply {
-                code: code.to_string().parse().unwrap_or(0),
-                text: message.to_string(),
-            },
-            (Some(code), None) => Failure::Reply {
-                code: code.to_string().parse().unwrap_or(0),
-                text: String::new(),
-            },
-            _ => Failure::Broken(describe(e)),
-        }
-    }
-}
-
-/// A lettre error as text: the reply, or the network/TLS error with its causes.
-pub fn describe(e: &SmtpError) -> String {
-    if e.status().is_some() {
-        return Failure::from_lettre(e).describe();
-    }
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e).and_then(std::error::Error::source);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    if e.is_timeout() {
-        text.push_str(" (timed out)");
-    }
-    text
-}
-
-/// A positive reply as text, e.g. `250 2.0.0 OK 1700000000 x1-2 - gsmtp`.
-pub fn response_text(r: &Response) -> String {
-    let lines: Vec<&str> = r.message().collect();
-    format!("{} {}", r.code(), lines.join(" "))
 }
 
 #[cfg(test)]

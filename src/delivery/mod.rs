@@ -15,30 +15,36 @@
 //! upstream's advertised SIZE fails without being sent. Delivery never touches the spool and
 //! decides no timing: the scheduler does both.
 //!
-//! - `tls`: trust anchors and TLS setup; `connection`: opening an authenticated connection;
-//!   `transaction`: MAIL/RCPT/DATA; `classify`: what a reply means; `rewrite`: the optional
-//!   sender rewrites for Gmail.
+//! - `setup`: the TLS context and credentials built from the config; `tls`: trust anchors
+//!   and what a failed handshake means; `client`: the SMTP client (bytes, replies, timeouts);
+//!   `connection`: opening an authenticated connection; `pool`: the connections kept between
+//!   messages; `transaction`: MAIL/RCPT/DATA; `classify`: what a reply means; `rewrite`: the
+//!   optional sender rewrites for Gmail.
 
 mod classify;
+pub mod client;
 mod connection;
+mod pool;
 mod rewrite;
+mod setup;
 mod tls;
 mod transaction;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use classify::{Class, Stage, classify};
+pub use classify::{Class, Failure, Stage, classify};
+pub use connection::PROBE_AFTER;
 pub use rewrite::Rewrite;
+pub use setup::{Setup, SetupError};
 pub use tls::TlsSetupError;
 
-use crate::config::UpstreamConfig;
 use crate::observe::Metrics;
 use connection::Conn;
+use pool::{Idle, Pool};
 use transaction::TxResult;
 
 /// A pooled connection is retired this long before its OAuth2 token expires.
@@ -97,8 +103,11 @@ impl RecipientOutcome {
 /// Why all delivery should stop for a while.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PauseKind {
-    /// The upstream cannot be reached, or offers no secure session.
+    /// The upstream cannot be reached (network, timeout, no greeting).
     Unreachable,
+    /// No secure session: STARTTLS missing or refused, a failed handshake or certificate
+    /// check, or a port that speaks the other TLS mode.
+    Tls,
     /// The upstream refuses our credentials or configuration (535, 534, 454 4.7.0, ...).
     Credentials,
     /// The account's sending quota is spent (550 5.4.5, ...).
@@ -118,6 +127,7 @@ impl std::fmt::Display for Pause {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let what = match self.kind {
             PauseKind::Unreachable => "upstream unavailable",
+            PauseKind::Tls => "TLS with the upstream failed",
             PauseKind::Credentials => "upstream refused the login",
             PauseKind::Quota => "sending quota spent",
         };
@@ -149,14 +159,14 @@ impl Report {
         !matches!(
             self.pause,
             Some(Pause {
-                kind: PauseKind::Unreachable | PauseKind::Credentials,
+                kind: PauseKind::Unreachable | PauseKind::Tls | PauseKind::Credentials,
                 ..
             })
         )
     }
 }
 
-/// The upstream server: settings, TLS, and the pool of authenticated connections.
+/// The upstream server: settings, TLS, credentials, and the pool of authenticated connections.
 #[derive(Clone)]
 pub struct Upstream {
     inner: Arc<Inner>,
@@ -165,83 +175,64 @@ pub struct Upstream {
 struct Inner {
     /// The settings in force; replaced by [`Upstream::reconfigure`].
     current: std::sync::RwLock<Arc<Current>>,
-    /// One permit per connection that may exist.
-    slots: Semaphore,
-    idle: Mutex<Vec<Idle>>,
+    pool: Pool,
     metrics: Metrics,
 }
 
-/// Settings and the TLS set-up made from them.
+/// The set-up in force.
 struct Current {
-    cfg: UpstreamConfig,
-    tls: tls::UpstreamTls,
+    setup: Setup,
     /// Bumped by every reconfiguration; a connection from an older one is not reused.
     generation: u64,
 }
 
-struct Idle {
-    conn: Conn,
-    since: Instant,
-    generation: u64,
-}
-
 impl Upstream {
-    /// Prepares delivery to the upstream in `cfg` (nothing is connected yet).
-    pub fn new(cfg: UpstreamConfig) -> Result<Self, TlsSetupError> {
-        Self::with_metrics(cfg, Metrics::new())
-    }
-
-    /// Like [`Upstream::new`], counting logins and transactions in `metrics`.
-    pub fn with_metrics(cfg: UpstreamConfig, metrics: Metrics) -> Result<Self, TlsSetupError> {
-        let tls = tls::UpstreamTls::new(&cfg.host, cfg.ca_file.as_deref())?;
-        Ok(Upstream {
+    /// Delivery to the upstream `setup` describes (nothing is connected yet), counting logins
+    /// and transactions in `metrics`.
+    pub fn new(setup: Setup, metrics: Metrics) -> Self {
+        Upstream {
             inner: Arc::new(Inner {
-                slots: Semaphore::new(cfg.max_connections),
-                idle: Mutex::new(Vec::new()),
+                pool: Pool::new(setup.cfg.max_connections),
                 current: std::sync::RwLock::new(Arc::new(Current {
-                    cfg,
-                    tls,
+                    setup,
                     generation: 0,
                 })),
                 metrics,
             }),
-        })
+        }
     }
 
     fn current(&self) -> Arc<Current> {
         self.inner.current.read().expect("settings lock").clone()
     }
 
+    /// The settings in force.
+    pub fn setup(&self) -> Setup {
+        self.current().setup.clone()
+    }
+
     /// Puts new settings (credentials, timeouts, CA file, ...) in force: idle connections are
     /// closed, and the next attempt connects and logs in with them. `max_connections` keeps
     /// its old value until a restart.
-    pub fn reconfigure(&self, cfg: UpstreamConfig) -> Result<(), TlsSetupError> {
-        let tls = tls::UpstreamTls::new(&cfg.host, cfg.ca_file.as_deref())?;
+    pub fn reconfigure(&self, setup: Setup) {
         {
             let mut current = self.inner.current.write().expect("settings lock");
             let generation = current.generation + 1;
-            *current = Arc::new(Current {
-                cfg,
-                tls,
-                generation,
-            });
+            let setup = setup.keeping_token_of(&current.setup);
+            *current = Arc::new(Current { setup, generation });
         }
-        let idle = std::mem::take(&mut *self.inner.idle.lock().expect("pool lock"));
-        for e in idle {
-            tokio::spawn(quit(e.conn));
-        }
-        Ok(())
+        self.inner.pool.close_idle();
     }
 
     /// Most attempts that can run at once.
     pub fn max_connections(&self) -> usize {
-        self.current().cfg.max_connections
+        self.current().setup.cfg.max_connections
     }
 
     /// Tries to deliver `msg` to `recipients`.
     pub async fn deliver(&self, msg: &Outgoing<'_>, recipients: &[String]) -> Report {
-        let _slot = self.inner.slots.acquire().await.expect("never closed");
-        let per_tx = self.current().cfg.max_recipients_per_message;
+        let _slot = self.inner.pool.slot().await;
+        let per_tx = self.current().setup.cfg.max_recipients_per_message;
         let mut outcomes: Vec<Option<RecipientOutcome>> = vec![None; recipients.len()];
         let mut pause = None;
         // Each round settles at least one recipient or stops, so this bounds the rounds.
@@ -288,8 +279,8 @@ impl Upstream {
         msg: &Outgoing<'_>,
         batch: &[String],
     ) -> Result<(Vec<Option<RecipientOutcome>>, Option<Pause>), Pause> {
-        let timeout = self.current().cfg.timeout;
-        let mut conn = match self.take_idle() {
+        let timeout = self.current().setup.cfg.timeout;
+        let mut conn = match self.inner.pool.take(|e| self.usable(e)) {
             Some(conn) => {
                 self.inner.metrics.transaction(true);
                 conn
@@ -301,28 +292,28 @@ impl Upstream {
             }
         };
         for fresh in [false, true] {
-            if let Some(max) = conn.max_size
+            if let Some(max) = conn.caps.size()
                 && msg.body.len() > max
             {
                 let why = format!(
                     "the message is {} bytes and the upstream accepts at most {max} (its EHLO SIZE); not sent",
                     msg.body.len()
                 );
-                self.put_idle(conn);
+                self.inner.pool.put(conn);
                 return Ok((vec![Some(RecipientOutcome::Failed(why)); batch.len()], None));
             }
             let outgoing = Outgoing {
-                declare_size: conn.max_size.is_some(),
+                declare_size: conn.caps.size().is_some(),
                 ..*msg
             };
-            match transaction::send(&mut conn.smtp, &outgoing, batch, timeout).await {
+            match transaction::send(&mut conn, &outgoing, batch, timeout).await {
                 TxResult::Done {
                     outcomes,
                     reusable,
                     pause,
                 } => {
                     if reusable {
-                        self.put_idle(conn);
+                        self.inner.pool.put(conn);
                     }
                     return Ok((outcomes, pause));
                 }
@@ -344,30 +335,32 @@ impl Upstream {
     /// `gmail-relay check --upstream` and `gmail-relay oauth test`. Returns what was done.
     pub async fn check_login(&self) -> Result<String, Pause> {
         let current = self.current();
-        let cfg = &current.cfg;
+        let cfg = &current.setup.cfg;
         let conn = self.open().await?;
-        let method = match cfg.credentials.token_source() {
-            Some(_) => "XOAUTH2",
-            None => "PLAIN/LOGIN",
-        };
         let what = format!(
-            "logged in to {}:{} ({}) as {} with {method}; the server accepts messages up to {}; \
+            "logged in to {}:{} ({}) as {} with {}; the server accepts messages up to {}; \
              it offers: {}",
             cfg.host,
             cfg.port,
             cfg.tls,
-            cfg.credentials.username(),
-            conn.max_size
+            cfg.username,
+            match cfg.auth {
+                crate::config::AuthConfig::XOAuth2(_) => "XOAUTH2",
+                crate::config::AuthConfig::Password(_) if conn.caps.auth("PLAIN") => "PLAIN",
+                crate::config::AuthConfig::Password(_) => "LOGIN",
+            },
+            conn.caps
+                .size()
                 .map_or_else(|| "an unstated size".to_owned(), |n| format!("{n} bytes")),
-            conn.capabilities.join(", "),
+            conn.caps.keywords.join(", "),
         );
-        quit(conn).await;
+        conn.client.quit().await;
         Ok(what)
     }
 
     async fn open(&self) -> Result<Conn, Pause> {
         let current = self.current();
-        let opened = connection::open(&current.cfg, &current.tls).await;
+        let opened = connection::open(&current.setup).await;
         match &opened {
             Ok(_) => self.inner.metrics.login(true),
             Err(Pause {
@@ -379,73 +372,32 @@ impl Upstream {
         let mut conn = opened?;
         conn.generation = current.generation;
         tracing::debug!(
-            upstream = %format!("{}:{}", current.cfg.host, current.cfg.port),
-            max_size = ?conn.max_size,
+            upstream = %format!("{}:{}", current.setup.cfg.host, current.setup.cfg.port),
+            max_size = ?conn.caps.size(),
             "upstream connection open and authenticated"
         );
         Ok(conn)
     }
 
-    fn take_idle(&self) -> Option<Conn> {
-        let mut idle = self.inner.idle.lock().expect("pool lock");
-        while let Some(entry) = idle.pop() {
-            if self.usable(&entry) {
-                return Some(entry.conn);
-            }
-            tokio::spawn(quit(entry.conn));
-        }
-        None
-    }
-
-    /// An idle connection may carry another message: not idle too long, and its OAuth2 token
-    /// (which bounds the session) not about to expire.
+    /// An idle connection may carry another message: made with the settings in force, not
+    /// idle too long, and its OAuth2 token (which bounds the session) not about to expire.
     fn usable(&self, entry: &Idle) -> bool {
         let current = self.current();
-        entry.generation == current.generation
-            && entry.since.elapsed() < current.cfg.idle_timeout
+        entry.conn.generation == current.generation
+            && entry.since.elapsed() < current.setup.cfg.idle_timeout
             && entry
                 .conn
                 .expires
                 .is_none_or(|e| e > Instant::now() + TOKEN_MARGIN)
     }
 
-    fn put_idle(&self, conn: Conn) {
-        self.inner.idle.lock().expect("pool lock").push(Idle {
-            generation: conn.generation,
-            conn,
-            since: Instant::now(),
-        });
-    }
-
     /// Closes idle connections when they pass `upstream.idle_timeout` (before Gmail times them
     /// out itself), and all of them when `cancel` fires. Run it as a background task.
     pub async fn maintain(&self, cancel: CancellationToken) {
-        let period = (self.current().cfg.idle_timeout / 4).max(Duration::from_millis(100));
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(period) => {}
-                _ = cancel.cancelled() => break,
-            }
-            let stale: Vec<Idle> = {
-                let mut idle = self.inner.idle.lock().expect("pool lock");
-                let (fresh, stale) = std::mem::take(&mut *idle)
-                    .into_iter()
-                    .partition(|e| self.usable(e));
-                *idle = fresh;
-                stale
-            };
-            for e in stale {
-                quit(e.conn).await;
-            }
-        }
-        let all = std::mem::take(&mut *self.inner.idle.lock().expect("pool lock"));
-        for e in all {
-            quit(e.conn).await;
-        }
+        let period = (self.current().setup.cfg.idle_timeout / 4).max(Duration::from_millis(100));
+        self.inner
+            .pool
+            .maintain(period, |e| self.usable(e), cancel)
+            .await;
     }
-}
-
-/// Says goodbye politely, but does not wait long for it.
-async fn quit(mut conn: Conn) {
-    let _ = tokio::time::timeout(Duration::from_secs(5), conn.smtp.quit()).await;
 }

@@ -25,6 +25,15 @@ pub struct Rewrite {
 }
 
 impl Rewrite {
+    /// The rewrites `cfg` asks for, to `account`.
+    pub fn new(cfg: crate::config::RewriteConfig, account: &str) -> Rewrite {
+        Rewrite {
+            envelope_from: cfg.envelope_from,
+            header_from: cfg.header_from,
+            account: account.to_owned(),
+        }
+    }
+
     /// The envelope sender to use.
     pub fn sender<'a>(&'a self, sender: &'a str) -> &'a str {
         if self.envelope_from && !sender.is_empty() {

@@ -1,124 +1,109 @@
-//! Upstream TLS: one set of trust anchors, used for both STARTTLS and implicit TLS.
+//! Upstream TLS: one rustls client configuration (web PKI roots plus `upstream.ca_file`), used
+//! for both STARTTLS and implicit TLS, and the words for a handshake that failed.
 //!
-//! The anchors are the Mozilla roots compiled in (webpki-roots, so a minimal container with no
-//! CA bundle still verifies Gmail) plus every certificate in `upstream.ca_file`. Certificates
-//! are always verified, including the host name; there is no switch to turn that off.
+//! Certificates are always verified, including the name: `upstream.tls_name` (default
+//! `upstream.host`), so a private upstream reached by IP can still be verified against the name
+//! its certificate carries. There is no switch to turn verification off.
 //!
-//! STARTTLS goes through lettre (`TlsParameters`). For implicit TLS the relay opens the TCP
-//! connection itself and wraps it with tokio-rustls before lettre reads the greeting: that is
-//! the only way to give lettre a socket with `TCP_NODELAY`, which keeps the end-of-data dot
-//! (written separately by lettre) from waiting on a delayed ACK. Both use the same anchors.
+//! A failed handshake is explained in terms of what to change ([`explain`]): an unknown issuer
+//! names `ca_file`, a name mismatch names `tls_name` and the names the certificate carries, and
+//! a plain-text SMTP greeting where a TLS record was expected names `tls = "starttls"`.
 
-use std::fmt;
 use std::io;
-use std::net::SocketAddr;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use lettre::transport::smtp::client::{
-    AsyncTokioStream, Certificate, CertificateStore, TlsParameters,
-};
+use rustls::CertificateError;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::config::UpstreamConfig;
 
 /// Why the TLS settings could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
     /// `upstream.ca_file` is unreadable or holds no usable certificate.
-    #[error("upstream.ca_file {path}: {reason}")]
+    #[error("{key} {path}: {reason}")]
     CaFile {
+        /// The key (`upstream.ca_file`).
+        key: String,
         /// The file.
         path: String,
         /// What is wrong.
         reason: String,
     },
-    /// `upstream.host` is not a valid TLS server name.
-    #[error("upstream.host {host:?} cannot be used as a TLS server name: {reason}")]
+    /// `upstream.tls_name` (or `host`) is not a valid TLS server name.
+    #[error("{key} {name:?} cannot be used as a TLS server name: {reason}")]
     ServerName {
-        /// The host.
-        host: String,
+        /// The key (`upstream.tls_name` or `upstream.host`).
+        key: String,
+        /// The name.
+        name: String,
         /// The parser's complaint.
         reason: String,
     },
-    /// rustls or lettre rejected the configuration.
+    /// rustls rejected the configuration.
     #[error("TLS setup failed: {0}")]
     Other(String),
 }
 
-/// The TLS settings for one upstream host.
+/// The TLS settings for one upstream.
 #[derive(Clone)]
 pub struct UpstreamTls {
-    /// For lettre's STARTTLS.
-    pub starttls: TlsParameters,
-    /// For implicit TLS.
     connector: TlsConnector,
     server_name: ServerName<'static>,
 }
 
 impl UpstreamTls {
-    /// Builds the settings for `host`, trusting the web PKI roots plus `ca_file`.
-    pub fn new(host: &str, ca_file: Option<&Path>) -> Result<Self, TlsSetupError> {
-        let mut anchors: Vec<CertificateDer<'static>> = Vec::new();
-        if let Some(path) = ca_file {
-            anchors.extend(read_ca_file(path)?);
-        }
-        let server_name =
-            ServerName::try_from(host.to_owned()).map_err(|e| TlsSetupError::ServerName {
-                host: host.to_owned(),
-                reason: e.to_string(),
-            })?;
-
+    /// Builds the settings for `cfg`: trusting the web PKI roots plus `ca_file`, verifying
+    /// `tls_name`.
+    pub fn new(cfg: &UpstreamConfig) -> Result<Self, TlsSetupError> {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        for cert in &anchors {
-            roots
-                .add(cert.clone())
-                .map_err(|e| TlsSetupError::Other(e.to_string()))?;
+        if let Some(path) = &cfg.ca_file {
+            for cert in read_ca_file(path, &cfg.key("ca_file"))? {
+                roots.add(cert).map_err(|e| TlsSetupError::CaFile {
+                    key: cfg.key("ca_file"),
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+            }
         }
+        let name_key = if cfg.tls_name == cfg.host {
+            cfg.key("host")
+        } else {
+            cfg.key("tls_name")
+        };
+        let server_name =
+            ServerName::try_from(cfg.tls_name.clone()).map_err(|e| TlsSetupError::ServerName {
+                key: name_key,
+                name: cfg.tls_name.clone(),
+                reason: e.to_string(),
+            })?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsSetupError::Other(e.to_string()))?
             .with_root_certificates(roots)
             .with_no_client_auth();
-
-        // The same anchors for lettre: its WebpkiRoots store is the same webpki-roots list.
-        let mut builder = TlsParameters::builder(host.to_owned())
-            .certificate_store(CertificateStore::WebpkiRoots);
-        for cert in anchors {
-            let cert = Certificate::from_der(cert.to_vec())
-                .map_err(|e| TlsSetupError::Other(e.to_string()))?;
-            builder = builder.add_root_certificate(cert);
-        }
-        let starttls = builder
-            .build_rustls()
-            .map_err(|e| TlsSetupError::Other(e.to_string()))?;
-
         Ok(UpstreamTls {
-            starttls,
             connector: TlsConnector::from(Arc::new(config)),
             server_name,
         })
     }
 
-    /// Performs the TLS handshake on a fresh TCP connection (implicit TLS).
-    pub async fn wrap(&self, tcp: TcpStream) -> io::Result<TlsTcp> {
-        let peer = tcp.peer_addr()?;
-        let stream = self
-            .connector
-            .connect(self.server_name.clone(), tcp)
-            .await?;
-        Ok(TlsTcp { stream, peer })
+    /// Performs the TLS handshake over `tcp`.
+    pub async fn handshake(&self, tcp: TcpStream) -> io::Result<TlsStream<TcpStream>> {
+        self.connector.connect(self.server_name.clone(), tcp).await
     }
 }
 
-fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
+fn read_ca_file(path: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
     let err = |reason: String| TlsSetupError::CaFile {
+        key: key.to_owned(),
         path: path.display().to_string(),
         reason,
     };
@@ -132,48 +117,65 @@ fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupErr
     Ok(certs)
 }
 
-/// A TLS connection to the upstream that lettre can drive (implicit TLS).
-pub struct TlsTcp {
-    stream: tokio_rustls::client::TlsStream<TcpStream>,
-    peer: SocketAddr,
-}
-
-impl fmt::Debug for TlsTcp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsTcp").field("peer", &self.peer).finish()
+/// What a failed handshake with `server` means and what to change, said once (rustls's error
+/// is the innermost cause; the I/O error around it adds nothing).
+pub fn explain(e: &io::Error, cfg: &UpstreamConfig, server: &str) -> String {
+    let rustls_error = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    match rustls_error {
+        Some(rustls::Error::InvalidCertificate(cert)) => certificate(cert, cfg, server),
+        Some(rustls::Error::InvalidMessage(_)) => format!(
+            "{server} did not answer the TLS handshake with TLS (it probably sent a plain-text \
+             SMTP greeting): that port expects STARTTLS; set {} = \"starttls\" (port 587), or \
+             use the port for implicit TLS (465)",
+            cfg.key("tls")
+        ),
+        Some(rustls::Error::AlertReceived(alert)) => format!(
+            "{server} refused the TLS handshake (alert {alert:?}); it may not accept this \
+             client's TLS versions or the name {:?}",
+            cfg.tls_name
+        ),
+        Some(other) => format!("TLS handshake with {server} failed: {other}"),
+        None if e.kind() == io::ErrorKind::UnexpectedEof => {
+            format!("{server} closed the connection during the TLS handshake")
+        }
+        None => format!("TLS handshake with {server} failed: {e}"),
     }
 }
 
-impl AsyncRead for TlsTcp {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TlsTcp {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-}
-
-impl AsyncTokioStream for TlsTcp {
-    fn peer_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.peer)
+fn certificate(cert: &CertificateError, cfg: &UpstreamConfig, server: &str) -> String {
+    match cert {
+        CertificateError::UnknownIssuer => format!(
+            "the certificate of {server} is not signed by an authority this relay trusts \
+             (UnknownIssuer); if the server uses a private CA, set {} to that CA's certificate \
+             (PEM)",
+            cfg.key("ca_file")
+        ),
+        CertificateError::NotValidForName => format!(
+            "the certificate of {server} is not valid for {:?}; set {} to a name the \
+             certificate carries",
+            cfg.tls_name,
+            cfg.key("tls_name")
+        ),
+        CertificateError::NotValidForNameContext { presented, .. } => format!(
+            "the certificate of {server} is not valid for {:?} (it names {}); set {} to one of \
+             those names",
+            cfg.tls_name,
+            if presented.is_empty() {
+                "no name at all".to_owned()
+            } else {
+                presented.join(", ")
+            },
+            cfg.key("tls_name")
+        ),
+        CertificateError::Expired | CertificateError::ExpiredContext { .. } => format!(
+            "the certificate of {server} has expired ({cert}); if it should not have, check \
+             this machine's clock"
+        ),
+        CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => format!(
+            "the certificate of {server} is not valid yet ({cert}); check this machine's clock"
+        ),
+        other => format!("the certificate of {server} is not acceptable: {other}"),
     }
 }

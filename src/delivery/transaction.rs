@@ -1,21 +1,15 @@
 //! One mail transaction on an open connection: MAIL, one RCPT per recipient, DATA.
 //!
-//! Commands are sent by the relay itself (not lettre's `send`), because lettre's `send` gives
-//! up on the whole message at the first refused recipient. Here every recipient gets its own
-//! outcome: a 550 for one does not stop the others, and only the accepted ones get the DATA.
-//! Each reply is classified (see `classify`): a pause class ends the transaction with every
-//! recipient deferred and the pause reported; a `452 4.5.3` at RCPT leaves the remaining
-//! recipients for another transaction.
+//! Every recipient gets its own outcome: a 550 for one does not stop the others, and only the
+//! accepted ones get the DATA. Each reply is classified (see `classify`): a pause class ends
+//! the transaction with every recipient deferred and the pause reported; a `452` saying the
+//! transaction has no room for more recipients leaves the rest for another transaction.
 
-use std::fmt;
 use std::time::Duration;
 
-use lettre::transport::smtp::Error as SmtpError;
-use lettre::transport::smtp::client::AsyncSmtpConnection;
-use lettre::transport::smtp::extension::Extension;
-use lettre::transport::smtp::response::Response;
-
-use super::classify::{Class, Failure, Stage, response_text, too_many_recipients};
+use super::classify::{Class, Failure, Stage, too_many_recipients};
+use super::client::Client;
+use super::connection::Conn;
 use super::{Outgoing, Pause, PauseKind, RecipientOutcome};
 
 /// How a transaction ended.
@@ -33,38 +27,6 @@ pub enum TxResult {
     /// The connection broke or is closing before the message was accepted: nothing is
     /// settled, and the same transaction may be tried on a new connection at once.
     Lost(String),
-}
-
-/// One command line; `Display` is how lettre's `command` takes it.
-struct Line(String);
-
-impl fmt::Display for Line {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}\r\n", self.0)
-    }
-}
-
-/// Sends one command and waits (bounded) for its reply.
-pub(super) async fn command(
-    conn: &mut AsyncSmtpConnection,
-    line: String,
-    limit: Duration,
-) -> Result<Response, Failure> {
-    bounded(limit, conn.command(Line(line))).await
-}
-
-async fn bounded(
-    limit: Duration,
-    fut: impl Future<Output = Result<Response, SmtpError>>,
-) -> Result<Response, Failure> {
-    match tokio::time::timeout(limit, fut).await {
-        Ok(Ok(r)) => Ok(r),
-        Ok(Err(e)) => Err(Failure::from_lettre(&e)),
-        Err(_) => Err(Failure::Broken(format!(
-            "no reply within {}",
-            humantime::format_duration(limit)
-        ))),
-    }
 }
 
 /// An address is put on the wire between angle brackets; refuse anything that could break
@@ -91,6 +53,7 @@ fn verdict(failure: &Failure, stage: Stage) -> Verdict {
         Class::FailRecipient | Class::FailMessage => Verdict::Settle(RecipientOutcome::Failed),
         Class::PauseUpstream => Verdict::Pause(PauseKind::Credentials),
         Class::PauseQuota => Verdict::Pause(PauseKind::Quota),
+        Class::PauseTls => Verdict::Pause(PauseKind::Tls),
         Class::Reconnect => Verdict::Lost,
     }
 }
@@ -109,7 +72,7 @@ fn settle(
 
 /// Sends `msg` to `recipients` on `conn`.
 pub async fn send(
-    conn: &mut AsyncSmtpConnection,
+    conn: &mut Conn,
     msg: &Outgoing<'_>,
     recipients: &[String],
     timeout: Duration,
@@ -127,8 +90,8 @@ pub async fn send(
             pause: None,
         };
     }
-    let info = conn.server_info();
-    if msg.smtputf8 && !info.supports_feature(Extension::SmtpUtfEight) {
+    let caps = &conn.caps;
+    if msg.smtputf8 && !caps.has("SMTPUTF8") {
         let why = "the message needs SMTPUTF8, which the upstream does not offer";
         return TxResult::Done {
             outcomes: settle(none(), RecipientOutcome::Failed, why),
@@ -137,9 +100,7 @@ pub async fn send(
         };
     }
     let mut mail = format!("MAIL FROM:<{}>", msg.sender);
-    if (msg.eight_bit_mime || !msg.body.is_ascii())
-        && info.supports_feature(Extension::EightBitMime)
-    {
+    if (msg.eight_bit_mime || !msg.body.is_ascii()) && caps.has("8BITMIME") {
         mail.push_str(" BODY=8BITMIME");
     }
     if msg.smtputf8 {
@@ -149,8 +110,9 @@ pub async fn send(
         mail.push_str(&format!(" SIZE={}", msg.body.len()));
     }
 
-    if let Err(failure) = command(conn, mail, timeout).await {
-        return refused(conn, none(), &failure, Stage::Mail, timeout).await;
+    let conn = &mut conn.client;
+    if let Err(failure) = conn.command(&mail).await {
+        return refused(conn, none(), &failure, Stage::Mail).await;
     }
 
     // `Some` once settled; `None` while accepted and waiting for DATA (or left for later).
@@ -164,12 +126,14 @@ pub async fn send(
             )));
             continue;
         }
-        match command(conn, format!("RCPT TO:<{rcpt}>"), timeout).await {
+        match conn.command(&format!("RCPT TO:<{rcpt}>")).await {
             Ok(_) => {
                 accepted.push(i);
                 outcomes.push(None);
             }
-            Err(Failure::Reply { code, text }) if too_many_recipients(code, &text) => {
+            Err(Failure::Reply { code, text })
+                if too_many_recipients(code, &text, accepted.len()) =>
+            {
                 no_room_from = Some(i);
                 break;
             }
@@ -177,7 +141,7 @@ pub async fn send(
                 Verdict::Settle(outcome) => outcomes.push(Some(outcome(failure.describe()))),
                 Verdict::Pause(_) | Verdict::Lost => {
                     outcomes.resize(recipients.len(), None);
-                    return refused(conn, outcomes, &failure, Stage::Rcpt, timeout).await;
+                    return refused(conn, outcomes, &failure, Stage::Rcpt).await;
                 }
             },
         }
@@ -186,25 +150,17 @@ pub async fn send(
     let later = no_room_from.map_or(0, |from| recipients.len() - from);
     if accepted.is_empty() {
         outcomes.resize(recipients.len(), None);
-        return abort(conn, outcomes, None, timeout).await;
+        return abort(conn, outcomes, None).await;
     }
 
-    if let Err(failure) = command(conn, "DATA".to_owned(), timeout).await {
-        return refused(
-            conn,
-            with_later(outcomes, later),
-            &failure,
-            Stage::Data,
-            timeout,
-        )
-        .await;
+    if let Err(failure) = conn.command("DATA").await {
+        return refused(conn, with_later(outcomes, later), &failure, Stage::Data).await;
     }
-    // lettre appends CRLF . CRLF; the stored body already ends its last line with CRLF.
-    let body = msg.body.strip_suffix(b"\r\n").unwrap_or(msg.body);
-    let data_limit = timeout + Duration::from_secs(body.len() as u64 / (32 * 1024));
-    match bounded(data_limit, conn.message(body)).await {
+    // The upload of a large message may take longer than one reply's timeout.
+    let data_limit = timeout + Duration::from_secs(msg.body.len() as u64 / (32 * 1024));
+    match conn.data(msg.body, data_limit).await {
         Ok(reply) => {
-            let text = response_text(&reply);
+            let text = reply.describe();
             let mut outcomes = settle(outcomes, RecipientOutcome::Delivered, &text);
             outcomes.resize(recipients.len(), None);
             TxResult::Done {
@@ -255,21 +211,18 @@ fn with_later(
 /// A command before the end of DATA was refused: settle or pause what is open, or give up the
 /// connection. Recipients the refusal concerns are those still `None`.
 async fn refused(
-    conn: &mut AsyncSmtpConnection,
+    conn: &mut Client,
     outcomes: Vec<Option<RecipientOutcome>>,
     failure: &Failure,
     stage: Stage,
-    timeout: Duration,
 ) -> TxResult {
     let reason = failure.describe();
     match verdict(failure, stage) {
         Verdict::Lost => TxResult::Lost(reason),
-        Verdict::Settle(outcome) => {
-            abort(conn, settle(outcomes, outcome, &reason), None, timeout).await
-        }
+        Verdict::Settle(outcome) => abort(conn, settle(outcomes, outcome, &reason), None).await,
         Verdict::Pause(kind) => {
             let outcomes = settle(outcomes, RecipientOutcome::Deferred, &reason);
-            abort(conn, outcomes, Some(Pause { kind, reason }), timeout).await
+            abort(conn, outcomes, Some(Pause { kind, reason })).await
         }
     }
 }
@@ -277,12 +230,11 @@ async fn refused(
 /// Ends a transaction that will not reach the end of DATA with RSET, so the connection can be
 /// reused.
 async fn abort(
-    conn: &mut AsyncSmtpConnection,
+    conn: &mut Client,
     outcomes: Vec<Option<RecipientOutcome>>,
     pause: Option<Pause>,
-    timeout: Duration,
 ) -> TxResult {
-    let reusable = command(conn, "RSET".to_owned(), timeout).await.is_ok();
+    let reusable = conn.command("RSET").await.is_ok();
     TxResult::Done {
         outcomes,
         reusable,

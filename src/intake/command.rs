@@ -8,7 +8,9 @@
 
 use std::borrow::Cow;
 
-use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, MAIL_BODY_8BITMIME, MAIL_SMTPUTF8, Request};
+use smtp_proto::{
+    AUTH_LOGIN, AUTH_PLAIN, MAIL_BODY_8BITMIME, MAIL_SMTPUTF8, RCPT_NOTIFY_NEVER, Request,
+};
 
 use super::sasl::Mechanism;
 
@@ -31,7 +33,12 @@ pub enum Command {
         smtputf8: bool,
     },
     /// `RCPT TO:<recipient>`.
-    Rcpt(String),
+    Rcpt {
+        /// The address.
+        address: String,
+        /// `NOTIFY=NEVER` (RFC 3461): no delivery status notification about this recipient.
+        notify_never: bool,
+    },
     /// `DATA`.
     Data,
     /// `RSET`.
@@ -110,7 +117,10 @@ fn convert(req: Request<Cow<'_, str>>, line: &[u8]) -> Command {
             eight_bit_mime: from.flags & MAIL_BODY_8BITMIME != 0,
             smtputf8: from.flags & MAIL_SMTPUTF8 != 0,
         },
-        Request::Rcpt { to } => Command::Rcpt(requote(&to.address, line)),
+        Request::Rcpt { to } => Command::Rcpt {
+            address: requote(&to.address, line),
+            notify_never: to.flags & RCPT_NOTIFY_NEVER != 0,
+        },
         Request::Data => Command::Data,
         Request::Rset => Command::Rset,
         Request::Noop { .. } => Command::Noop,
@@ -190,6 +200,13 @@ mod tests {
         }
     }
 
+    fn rcpt(address: &str) -> Command {
+        Command::Rcpt {
+            address: address.into(),
+            notify_never: false,
+        }
+    }
+
     #[test]
     fn command_table() {
         let cases: &[(&str, Result<Command, CommandError>)] = &[
@@ -234,18 +251,19 @@ mod tests {
             ("MAIL FROM:<a b@c>\r\n", Err(CommandError::BadSender)),
             (
                 "RCPT TO:<d@e.f> NOTIFY=NEVER\r\n",
-                Ok(Command::Rcpt("d@e.f".into())),
-            ),
-            ("RCPT TO: <d@e.f>\r\n", Ok(Command::Rcpt("d@e.f".into()))),
-            ("RCPT TO:d@e.f\r\n", Ok(Command::Rcpt("d@e.f".into()))),
-            (
-                "RCPT TO:<@relay.example:d@e.f>\r\n",
-                Ok(Command::Rcpt("d@e.f".into())),
+                Ok(Command::Rcpt {
+                    address: "d@e.f".into(),
+                    notify_never: true,
+                }),
             ),
             (
-                "RCPT TO:<üser@例え.jp>\r\n",
-                Ok(Command::Rcpt("üser@例え.jp".into())),
+                "RCPT TO:<d@e.f> NOTIFY=FAILURE,DELAY\r\n",
+                Ok(rcpt("d@e.f")),
             ),
+            ("RCPT TO: <d@e.f>\r\n", Ok(rcpt("d@e.f"))),
+            ("RCPT TO:d@e.f\r\n", Ok(rcpt("d@e.f"))),
+            ("RCPT TO:<@relay.example:d@e.f>\r\n", Ok(rcpt("d@e.f"))),
+            ("RCPT TO:<üser@例え.jp>\r\n", Ok(rcpt("üser@例え.jp"))),
             ("DATA\r\n", Ok(Command::Data)),
             ("rset\r\n", Ok(Command::Rset)),
             ("NOOP\r\n", Ok(Command::Noop)),

@@ -301,6 +301,7 @@ where
     let envelope = Envelope {
         sender: tx.sender,
         recipients: tx.recipients,
+        notify_never: tx.notify_never,
         received_at,
         client: session.client().to_canonical(),
         helo: session.helo().to_owned(),

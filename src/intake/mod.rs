@@ -42,10 +42,55 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Users;
 use crate::config::{ListenConfig, ListenerKind};
 use crate::observe::Metrics;
 use crate::policy::Policy;
 use crate::spool::Spool;
+
+/// Why the intake could not be set up from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenSetupError {
+    /// The listener certificate or key is unusable.
+    #[error(transparent)]
+    Tls(#[from] ListenTlsError),
+    /// A `listen.users` entry is unusable.
+    #[error("{origin}: {reason}")]
+    User {
+        /// Where the entry is (`listen.users[0]`, `listen.users_file (path line 3)`).
+        origin: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// The `[listen]` section with what is built from it: the users (hashes parsed) and the TLS
+/// acceptor (certificate and key loaded). Made once per configuration, by `daemon::prepare`.
+#[derive(Clone)]
+pub struct Setup {
+    /// The settings.
+    pub cfg: ListenConfig,
+    users: Users,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl Setup {
+    /// Parses the users and loads the certificate of `cfg`.
+    pub fn new(cfg: ListenConfig) -> Result<Setup, ListenSetupError> {
+        let users =
+            Users::parse(cfg.users.iter().map(|u| u.line.as_str())).map_err(|(i, why)| {
+                ListenSetupError::User {
+                    origin: cfg.users[i].origin.clone(),
+                    reason: why,
+                }
+            })?;
+        let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+            _ => None,
+        };
+        Ok(Setup { cfg, users, tls })
+    }
+}
 
 /// The running intake's settings: each new connection takes the ones in force, and
 /// [`Intake::reconfigure`] changes them for the connections that follow (open sessions keep
@@ -60,55 +105,50 @@ impl Intake {
         self.current.read().expect("intake settings lock").clone()
     }
 
-    /// Puts the policy, users, host name, timeouts and certificate of `cfg` in force for new
+    /// Puts the policy, users, host name, timeouts and certificate of `setup` in force for new
     /// connections. Addresses and connection limits keep their values until a restart.
-    pub fn reconfigure(&self, cfg: &ListenConfig) -> Result<(), ListenTlsError> {
+    pub fn reconfigure(&self, setup: &Setup) {
         let old = self.snapshot();
-        let shared = shared(cfg, old.spool.clone(), old.metrics.clone())?;
+        let shared = shared(setup, old.spool.clone(), old.metrics.clone());
         *self.current.write().expect("intake settings lock") = Arc::new(shared);
-        Ok(())
     }
 }
 
-fn shared(
-    cfg: &ListenConfig,
-    spool: Spool,
-    metrics: Metrics,
-) -> Result<connection::Shared, ListenTlsError> {
-    Ok(connection::Shared {
+fn shared(setup: &Setup, spool: Spool, metrics: Metrics) -> connection::Shared {
+    let cfg = &setup.cfg;
+    connection::Shared {
         settings: Arc::new(session::Settings {
             hostname: cfg.hostname.clone(),
             policy: Policy::new(cfg),
-            users: cfg.users.clone(),
+            users: setup.users.clone(),
             plaintext_auth: cfg.danger_allow_plaintext_auth,
         }),
         spool,
         idle_timeout: cfg.idle_timeout,
         data_timeout: cfg.data_timeout,
-        tls: tls_acceptor(cfg)?,
+        tls: setup.tls.clone(),
         metrics,
-    })
+    }
 }
 
 /// Starts an accept loop for each listener (with its kind, as bound by the daemon from
 /// [`ListenConfig::listeners`]) on `tracker`; they stop when `cancel` fires, and open sessions
-/// then finish their current command or message and say `421`. Fails before starting anything
-/// if the listener certificate cannot be loaded.
+/// then finish their current command or message and say `421`.
 pub fn start(
     listeners: Vec<(TcpListener, ListenerKind)>,
-    cfg: &ListenConfig,
+    setup: &Setup,
     spool: Spool,
     metrics: Metrics,
     cancel: &CancellationToken,
     tracker: &TaskTracker,
-) -> Result<Intake, ListenTlsError> {
+) -> Intake {
     let intake = Intake {
         current: Arc::new(std::sync::RwLock::new(Arc::new(shared(
-            cfg, spool, metrics,
-        )?))),
+            setup, spool, metrics,
+        )))),
     };
-    let limit = Arc::new(Semaphore::new(cfg.max_connections));
-    let per_client = listener::PerClient::new(cfg.max_connections_per_client);
+    let limit = Arc::new(Semaphore::new(setup.cfg.max_connections));
+    let per_client = listener::PerClient::new(setup.cfg.max_connections_per_client);
     for (socket, kind) in listeners {
         let endpoint = listener::Endpoint {
             listener: socket,
@@ -123,15 +163,5 @@ pub fn start(
             tracker.clone(),
         ));
     }
-    Ok(intake)
-}
-
-/// Loads `listen.tls_cert` and `listen.tls_key`, if configured (also used by `check`).
-pub fn tls_acceptor(
-    cfg: &ListenConfig,
-) -> Result<Option<tokio_rustls::TlsAcceptor>, ListenTlsError> {
-    match (&cfg.tls_cert, &cfg.tls_key) {
-        (Some(cert), Some(key)) => tls::acceptor(cert, key).map(Some),
-        _ => Ok(None),
-    }
+    intake
 }

@@ -51,6 +51,8 @@ pub struct Transaction {
     pub sender: String,
     /// Envelope recipients, in order.
     pub recipients: Vec<String>,
+    /// Recipients given with `NOTIFY=NEVER`: no delivery status notification about them.
+    pub notify_never: Vec<String>,
     /// `BODY=8BITMIME` was given.
     pub eight_bit_mime: bool,
     /// `SMTPUTF8` was given.
@@ -263,12 +265,16 @@ impl Session {
                 self.tx = Some(Transaction {
                     sender,
                     recipients: Vec::new(),
+                    notify_never: Vec::new(),
                     eight_bit_mime,
                     smtputf8,
                 });
                 reply::sender_ok()
             }
-            Command::Rcpt(recipient) => {
+            Command::Rcpt {
+                address: recipient,
+                notify_never,
+            } => {
                 let policy = &self.settings.policy;
                 let tx = self.tx.as_mut().ok_or_else(reply::need_mail)?;
                 if recipient.is_empty() || !recipient.contains('@') {
@@ -279,6 +285,9 @@ impl Session {
                 }
                 policy.recipient(&recipient)?;
                 policy.another_recipient(tx.recipients.len())?;
+                if notify_never {
+                    tx.notify_never.push(recipient.clone());
+                }
                 tx.recipients.push(recipient);
                 reply::recipient_ok()
             }
@@ -586,6 +595,7 @@ mod tests {
         let tx = Transaction {
             sender: "a@b.c".into(),
             recipients: vec![],
+            notify_never: vec![],
             eight_bit_mime: false,
             smtputf8: false,
         };

@@ -256,8 +256,17 @@ async fn finish<C: Courier>(ctx: &Ctx<C>, msg: &Message, mut state: DeliveryStat
             .collect::<Vec<_>>()
             .join(", ")
     );
-    if let Some(to) = ctx.bounce.recipient(&msg.envelope.sender) {
-        bounce(ctx, msg, &failed, &to).await;
+    // Recipients given with NOTIFY=NEVER (RFC 3461; `send-test` asks for it) are reported to
+    // nobody.
+    let reported: Vec<Failed<'_>> = failed
+        .iter()
+        .filter(|f| !msg.envelope.notify_never.iter().any(|n| n == f.address))
+        .cloned()
+        .collect();
+    if let Some(to) = ctx.bounce.recipient(&msg.envelope.sender)
+        && !reported.is_empty()
+    {
+        bounce(ctx, msg, &reported, &to).await;
     }
     state.failed_reason = Some(reason.clone());
     state.record(
@@ -299,6 +308,7 @@ async fn bounce<C: Courier>(ctx: &Ctx<C>, msg: &Message, failed: &[Failed<'_>], 
         helo: ctx.hostname.clone(),
         eight_bit_mime: !dsn.is_ascii(),
         smtputf8: !to.is_ascii(),
+        notify_never: Vec::new(),
     };
     match ctx.spool.commit(dsn_id, envelope, vec![dsn]).await {
         Ok(()) => events::bounced(&id_text, &dsn_id.to_string(), to),

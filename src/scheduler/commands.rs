@@ -88,6 +88,7 @@ pub struct Status {
 pub fn cause_name(kind: PauseKind) -> &'static str {
     match kind {
         PauseKind::Unreachable => "unreachable",
+        PauseKind::Tls => "tls",
         PauseKind::Credentials => "credentials",
         PauseKind::Quota => "quota",
     }

@@ -323,7 +323,7 @@ impl<C: Courier> Scheduler<C> {
                              and is sent when the limit allows (probing every \
                              delivery.quota_pause)"
                         ),
-                        PauseKind::Unreachable => {}
+                        PauseKind::Unreachable | PauseKind::Tls => {}
                     }
                 }
                 self.pause = Some(Paused {

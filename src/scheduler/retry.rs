@@ -51,7 +51,7 @@ impl RetryPolicy {
     /// `auth_pause_max` for refused credentials, `quota_pause` between quota probes.
     pub fn pause(&self, kind: PauseKind, failures: u32, jitter: f64) -> Duration {
         match kind {
-            PauseKind::Unreachable => self.delay(failures, jitter),
+            PauseKind::Unreachable | PauseKind::Tls => self.delay(failures, jitter),
             PauseKind::Credentials => {
                 backoff(self.auth_pause_min, self.auth_pause_max, failures, jitter)
             }

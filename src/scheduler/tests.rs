@@ -113,6 +113,7 @@ async fn harness_with(
             helo: "t".into(),
             eight_bit_mime: false,
             smtputf8: false,
+            notify_never: vec![],
         };
         let id = spool.new_id();
         spool
@@ -392,6 +393,7 @@ async fn budgeted(
             helo: "t".into(),
             eight_bit_mime: false,
             smtputf8: false,
+            notify_never: vec![],
         };
         spool
             .commit(spool.new_id(), envelope, vec![b"x\r\n".to_vec()])

@@ -83,6 +83,9 @@ pub struct Submission {
     pub recipients: Vec<String>,
     /// The message, CRLF lines, `Bcc:` removed, `From:` added if it had none.
     pub message: Vec<u8>,
+    /// Ask for no delivery status notification whatever happens (`NOTIFY=NEVER`, RFC 3461;
+    /// `sendmail -N never`).
+    pub notify_never: bool,
 }
 
 /// Works out the envelope of `message` from the command line and (with `-t`) its headers,
@@ -172,6 +175,7 @@ pub fn prepare(
         sender,
         recipients,
         message,
+        notify_never: inv.notify_never,
     })
 }
 

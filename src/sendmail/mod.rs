@@ -11,8 +11,9 @@
 //! Flags: recipients as arguments; `-t` (recipients from `To:`/`Cc:`/`Bcc:` as well, `Bcc:`
 //! removed); `-f`/`-r` sender; `-F` full name (for an added `From:`); `-i`/`-oi` (a line with
 //! only `.` does not end the message); `-C`/`--config` config file; `-bm` (the default), `-bp`
-//! (list the queue, as `mailq`), `-bi` (nothing to do). Other traditional flags (`-oem`, `-odi`,
-//! `-B 8BITMIME`, `-N never`, `-v`, ...) are accepted and ignored.
+//! (list the queue, as `mailq`), `-bi` (nothing to do); `-N never` (no delivery status
+//! notification whatever happens). Other traditional flags (`-oem`, `-odi`, `-B 8BITMIME`,
+//! other `-N` values, `-v`, ...) are accepted and ignored.
 
 mod message;
 mod submit;
@@ -50,6 +51,8 @@ pub struct Invocation {
     pub dot_ends: bool,
     /// `-C FILE` or `--config FILE`.
     pub config: Option<PathBuf>,
+    /// `-N never`: no delivery status notification for this message.
+    pub notify_never: bool,
     /// Flags accepted but ignored, for a debug note.
     pub ignored: Vec<String>,
 }
@@ -67,6 +70,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Invocation, 
         from_headers: false,
         dot_ends: true,
         config: None,
+        notify_never: false,
         ignored: Vec::new(),
     };
     let mut args = args.into_iter();
@@ -104,6 +108,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Invocation, 
                     'f' | 'r' => inv.sender = Some(value),
                     'F' => inv.full_name = Some(value),
                     'C' => inv.config = Some(value.into()),
+                    'N' if value.eq_ignore_ascii_case("never") => inv.notify_never = true,
                     _ => inv.ignored.push(format!("-{flag} {value}")),
                 }
                 break;

@@ -1,27 +1,17 @@
-//! Handing a prepared message to the running relay over SMTP on one of its local listeners.
+//! Handing a prepared message to the running relay over SMTP on one of its local listeners,
+//! with the relay's own SMTP client (plain: the listener is on this machine).
 
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use lettre::transport::smtp::Error as SmtpError;
-use lettre::transport::smtp::client::AsyncSmtpConnection;
-use lettre::transport::smtp::extension::ClientId;
 use tokio::net::TcpStream;
 
 use super::{SendmailError, Submission};
+use crate::delivery::Failure;
+use crate::delivery::client::{Client, Reply};
 
 /// How long each step may take; the relay answers the end of DATA after an fsync.
 const STEP: Duration = Duration::from_secs(60);
-
-/// One command line, as lettre's `command` takes it.
-struct Line(String);
-
-impl fmt::Display for Line {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}\r\n", self.0)
-    }
-}
 
 /// A listener bound to every address is reached on loopback.
 fn reachable(addr: SocketAddr) -> SocketAddr {
@@ -32,65 +22,47 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// The reply text of a refusal, and its class.
-fn refusal(e: &SmtpError, step: &str) -> SendmailError {
-    let text = match std::error::Error::source(e) {
-        Some(m) => format!(
-            "{} {m}",
-            e.status().map(|c| c.to_string()).unwrap_or_default()
-        ),
-        None => e.to_string(),
-    };
-    let text = format!("{step}: {}", text.trim());
-    if e.is_transient() {
-        SendmailError::TempFail(format!("{text}; try again later"))
-    } else if e.is_permanent() {
-        match text.split_whitespace().find(|w| w.starts_with("5.")) {
-            Some(code) if code.starts_with("5.7.") => SendmailError::NoPerm(text),
-            Some(code) if code.starts_with("5.1.") => SendmailError::NoUser(text),
-            Some(code) if code.starts_with("5.3.4") => SendmailError::Data(text),
-            _ => SendmailError::Refused(text),
+/// What the relay's refusal at `step` means for sendmail's exit code.
+fn refusal(failure: Failure, step: &str) -> SendmailError {
+    let (code, text) = match failure {
+        Failure::Reply { code, text } => (code, text),
+        Failure::Broken(why) => {
+            return SendmailError::TempFail(format!("{step}: {why}; try again later"));
         }
-    } else {
-        SendmailError::TempFail(format!("{text}; try again later"))
+    };
+    let shown = format!("{step}: {code} {text}");
+    if code < 500 {
+        return SendmailError::TempFail(format!("{shown}; try again later"));
     }
-}
-
-async fn bounded<T>(
-    what: &str,
-    fut: impl Future<Output = Result<T, SmtpError>>,
-) -> Result<T, SendmailError> {
-    match tokio::time::timeout(STEP, fut).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(refusal(&e, what)),
-        Err(_) => Err(SendmailError::TempFail(format!(
-            "{what}: the relay did not answer within {}s",
-            STEP.as_secs()
-        ))),
+    match text.split_whitespace().next().unwrap_or("") {
+        e if e.starts_with("5.7.") => SendmailError::NoPerm(shown),
+        e if e.starts_with("5.1.") => SendmailError::NoUser(shown),
+        e if e.starts_with("5.3.4") => SendmailError::Data(shown),
+        _ => SendmailError::Refused(shown),
     }
 }
 
 /// Submits `sub` to the first of `addrs` that accepts a connection; returns the relay's final
-/// reply (`250 2.0.0 Ok: queued as <id>`).
+/// reply (`250 2.0.0 OK queued as <id>`).
 pub async fn submit(
     addrs: &[SocketAddr],
     hostname: &str,
     sub: &Submission,
 ) -> Result<String, SendmailError> {
     let mut refused = Vec::new();
-    let mut stream = None;
+    let mut connected = None;
     for &addr in addrs {
         let addr = reachable(addr);
         match tokio::time::timeout(STEP, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => {
-                stream = Some(s);
+                connected = Some((s, addr));
                 break;
             }
             Ok(Err(e)) => refused.push(format!("{addr}: {e}")),
             Err(_) => refused.push(format!("{addr}: timed out")),
         }
     }
-    let Some(stream) = stream else {
+    let Some((stream, addr)) = connected else {
         return Err(SendmailError::TempFail(format!(
             "the relay is not running (cannot connect to {}); the message was not sent, \
              try again later",
@@ -98,12 +70,26 @@ pub async fn submit(
         )));
     };
     let _ = stream.set_nodelay(true);
-    let client_id = ClientId::Domain(hostname.to_owned());
-    let mut smtp = bounded(
-        "greeting",
-        AsyncSmtpConnection::connect_with_transport(Box::new(stream), &client_id),
-    )
-    .await?;
+    let mut client = Client::plain(stream, addr.to_string(), STEP);
+    let result = transaction(&mut client, hostname, sub).await;
+    client.quit().await;
+    result.map(|reply| reply.describe())
+}
+
+async fn transaction(
+    client: &mut Client,
+    hostname: &str,
+    sub: &Submission,
+) -> Result<Reply, SendmailError> {
+    match client.read_reply().await {
+        Ok(r) if r.code == 220 => {}
+        Ok(r) => return Err(refusal(r.failure(), "greeting")),
+        Err(f) => return Err(refusal(f, "greeting")),
+    }
+    client
+        .command(&format!("EHLO {hostname}"))
+        .await
+        .map_err(|f| refusal(f, "EHLO"))?;
     let utf8 = !sub.sender.is_ascii() || sub.recipients.iter().any(|r| !r.is_ascii());
     let mut mail = format!("MAIL FROM:<{}> SIZE={}", sub.sender, sub.message.len());
     if !sub.message.is_ascii() {
@@ -112,28 +98,26 @@ pub async fn submit(
     if utf8 {
         mail.push_str(" SMTPUTF8");
     }
-    let result = async {
-        bounded("MAIL FROM", smtp.command(Line(mail))).await?;
-        for r in &sub.recipients {
-            bounded(
-                &format!("RCPT TO:<{r}>"),
-                smtp.command(Line(format!("RCPT TO:<{r}>"))),
-            )
-            .await?;
+    client
+        .command(&mail)
+        .await
+        .map_err(|f| refusal(f, "MAIL FROM"))?;
+    for r in &sub.recipients {
+        let mut rcpt = format!("RCPT TO:<{r}>");
+        if sub.notify_never {
+            rcpt.push_str(" NOTIFY=NEVER");
         }
-        bounded("DATA", smtp.command(Line("DATA".into()))).await?;
-        // lettre appends CRLF . CRLF; the message already ends its last line with CRLF.
-        let body = sub.message.strip_suffix(b"\r\n").unwrap_or(&sub.message);
-        let reply = bounded("end of data", smtp.message(body)).await?;
-        Ok(reply.message().collect::<Vec<_>>().join(" "))
+        client
+            .command(&rcpt)
+            .await
+            .map_err(|f| refusal(f, &format!("RCPT TO:<{r}>")))?;
     }
-    .await;
-    match &result {
-        Ok(_) => {
-            let _ = tokio::time::timeout(Duration::from_secs(5), smtp.quit()).await;
-        }
-        Err(_) => smtp.abort().await,
-    }
-    let code_text = result?;
-    Ok(format!("250 {code_text}"))
+    client
+        .command("DATA")
+        .await
+        .map_err(|f| refusal(f, "DATA"))?;
+    client
+        .data(&sub.message, STEP)
+        .await
+        .map_err(|f| refusal(f, "end of data"))
 }

@@ -42,6 +42,9 @@ pub struct Envelope {
     /// The client declared `SMTPUTF8` (UTF-8 addresses or headers).
     #[serde(default)]
     pub smtputf8: bool,
+    /// Recipients given with `NOTIFY=NEVER`: their failure is not reported to anyone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify_never: Vec<String>,
 }
 
 /// Where one recipient stands.
@@ -268,6 +271,7 @@ mod tests {
             helo: "printer".into(),
             eight_bit_mime: true,
             smtputf8: false,
+            notify_never: vec![],
         }
     }
 

@@ -12,6 +12,7 @@ fn envelope(rcpts: &[&str]) -> Envelope {
         helo: "app".into(),
         eight_bit_mime: false,
         smtputf8: false,
+        notify_never: vec![],
     }
 }
 

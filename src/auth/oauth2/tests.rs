@@ -75,21 +75,22 @@ async fn endpoint() -> Endpoint {
     }
 }
 
-fn source(url: &str, refresh_token: RefreshToken) -> TokenSource {
-    TokenSource::new(OAuth2Settings {
+fn source(url: &str, refresh_token: SecretSource) -> TokenSource {
+    TokenSource::new(OAuth2Config {
         client_id: "cid".into(),
-        client_secret: Some(Secret::new("csecret")),
+        client_secret: Some(SecretSource::Inline(Secret::new("csecret"))),
         refresh_token,
         token_url: url.into(),
         auth_url: "http://127.0.0.1/auth".into(),
         refresh_before: Duration::from_secs(300),
+        section: "upstream.oauth2".into(),
     })
 }
 
 #[tokio::test]
 async fn the_first_token_is_fetched_once_and_cached() {
     let ep = endpoint().await;
-    let s = source(&ep.url, RefreshToken::Inline(Secret::new("1//refresh")));
+    let s = source(&ep.url, SecretSource::Inline(Secret::new("1//refresh")));
     assert_eq!(s.token().await.unwrap().value.expose(), "tok-1");
     assert_eq!(s.token().await.unwrap().value.expose(), "tok-1");
     assert_eq!(ep.requests.load(Ordering::SeqCst), 1);
@@ -107,7 +108,7 @@ async fn the_first_token_is_fetched_once_and_cached() {
 #[tokio::test(start_paused = true)]
 async fn a_token_about_to_expire_is_refreshed_once_for_many_callers() {
     let ep = endpoint().await;
-    let s = source(&ep.url, RefreshToken::Inline(Secret::new("r")));
+    let s = source(&ep.url, SecretSource::Inline(Secret::new("r")));
     assert_eq!(s.token().await.unwrap().value.expose(), "tok-1");
     tokio::time::advance(Duration::from_secs(3600 - 299)).await;
     let calls: Vec<_> = (0..10)
@@ -129,7 +130,7 @@ async fn a_token_about_to_expire_is_refreshed_once_for_many_callers() {
 #[tokio::test(start_paused = true)]
 async fn a_temporary_endpoint_failure_keeps_the_valid_token() {
     let ep = endpoint().await;
-    let s = source(&ep.url, RefreshToken::Inline(Secret::new("r")));
+    let s = source(&ep.url, SecretSource::Inline(Secret::new("r")));
     s.token().await.unwrap();
     ep.script.lock().unwrap().push_back((503, "{}".into()));
     tokio::time::advance(Duration::from_secs(3600 - 200)).await;
@@ -159,7 +160,7 @@ async fn invalid_grant_is_rejected_with_advice() {
         400,
         "{\"error\":\"invalid_grant\",\"error_description\":\"Token has been expired or revoked.\"}".into(),
     ));
-    let s = source(&ep.url, RefreshToken::Inline(Secret::new("r")));
+    let s = source(&ep.url, SecretSource::Inline(Secret::new("r")));
     let err = s.token().await.unwrap_err();
     let TokenError::Rejected(text) = &err else {
         panic!("{err:?}")
@@ -176,7 +177,7 @@ async fn invalid_grant_is_rejected_with_advice() {
 async fn an_unreachable_endpoint_without_a_token_is_unavailable() {
     let s = source(
         "http://127.0.0.1:9/token",
-        RefreshToken::Inline(Secret::new("r")),
+        SecretSource::Inline(Secret::new("r")),
     );
     assert!(matches!(s.token().await, Err(TokenError::Unavailable(_))));
 }
@@ -191,7 +192,7 @@ async fn a_refresh_token_file_is_reread_and_a_new_one_written_back() {
         200,
         "{\"access_token\":\"a\",\"expires_in\":3600,\"refresh_token\":\"1//rotated\"}".into(),
     ));
-    let s = source(&ep.url, RefreshToken::File(file.clone()));
+    let s = source(&ep.url, SecretSource::File(file.clone()));
     s.token().await.unwrap();
     assert!(ep.bodies.lock().unwrap()[0].contains("refresh_token=1%2F%2Ffirst"));
     assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), "1//rotated");

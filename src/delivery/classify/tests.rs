@@ -352,10 +352,33 @@ fn successes_and_unknowns() {
 fn too_many_recipients_is_recognised() {
     assert!(too_many_recipients(
         452,
-        "4.5.3 Your message has too many recipients."
+        "4.5.3 Your message has too many recipients.",
+        0
     ));
-    assert!(!too_many_recipients(452, "4.2.2 over quota"));
-    assert!(!too_many_recipients(552, "4.5.3"));
+    assert!(!too_many_recipients(452, "4.2.2 over quota", 0));
+    assert!(!too_many_recipients(552, "4.5.3", 3));
+    assert!(
+        too_many_recipients(452, "too many recipients", 1),
+        "Exim's bare 452 after an accepted recipient"
+    );
+    assert!(
+        !too_many_recipients(452, "too many recipients", 0),
+        "before any is accepted it is about this recipient"
+    );
+}
+
+#[test]
+fn a_refused_starttls_is_tls_not_credentials() {
+    assert_eq!(
+        classify(
+            StartTls,
+            454,
+            "4.7.0 TLS not available due to temporary reason"
+        ),
+        PauseTls
+    );
+    assert_eq!(classify(StartTls, 554, "5.7.3 no TLS for you"), PauseTls);
+    assert_eq!(classify(StartTls, 421, "4.7.0 closing"), Reconnect);
 }
 
 #[test]

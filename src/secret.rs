@@ -1,12 +1,16 @@
-//! [`Secret`]: a string that never prints itself.
+//! [`Secret`]: a string that never prints itself; [`SecretSource`]: where one is kept.
 //!
-//! Every credential the relay holds (app password today, OAuth client secret and tokens later)
-//! lives in a `Secret`. Its `Debug` and `Display` print `[redacted]`, so a secret cannot reach a
-//! log line or an error message by accident; the only way to the bytes is [`Secret::expose`],
-//! which is called where the value goes on the wire and nowhere else.
+//! Every credential the relay holds (app passwords, OAuth client secrets, refresh and access
+//! tokens, listener passwords) lives in a `Secret`. Its `Debug` and `Display` print
+//! `[redacted]`, so a secret cannot reach a log line or an error message by accident; the only
+//! way to the bytes is [`Secret::expose`], which is called where the value goes on the wire and
+//! nowhere else.
+//!
+//! A leaf module: the configuration holds secrets (an inline password, a path to one) as plain
+//! data, and the credential code above it reads them, so neither depends on the other for this.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A secret value with redacted `Debug` and `Display`.
 #[derive(Clone, PartialEq, Eq)]
@@ -66,6 +70,26 @@ impl Secret {
     /// The value itself. Call this only where the secret is put on the wire.
     pub fn expose(&self) -> &str {
         &self.0
+    }
+}
+
+/// Where a secret is kept: in the configuration itself (or the environment), or in a file
+/// that is read when the secret is needed (so a rotated file is picked up).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// The value itself.
+    Inline(Secret),
+    /// A file holding it (a systemd credential, a docker secret, a 0600 file).
+    File(PathBuf),
+}
+
+impl SecretSource {
+    /// The secret: the inline value, or the file's content read now.
+    pub fn load(&self) -> Result<Secret, SecretFileError> {
+        match self {
+            SecretSource::Inline(s) => Ok(s.clone()),
+            SecretSource::File(path) => Secret::from_file(path),
+        }
     }
 }
 

@@ -1,7 +1,10 @@
 //! The daemon: start-up order, live reconfiguration and ordered shutdown. It wires the modules
 //! together and knows nothing of SMTP.
 //!
-//! Start: check the upstream TLS settings → lock and recover the spool → open the control
+//! Every configuration goes through [`prepare`] first (users, certificates, credentials, TLS
+//! contexts; shared with `check`), so nothing below fails on a bad file.
+//!
+//! Start: prepare → lock and recover the spool → open the control
 //! socket → start the scheduler (recovered messages are due at once or at their recorded time)
 //! → bind and start the listeners → start the health/metrics endpoint → tell systemd we are
 //! ready. A failure at any step stops before the next, so a relay that cannot queue never
@@ -28,9 +31,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod prepare;
+
+pub use prepare::{PrepareError, Prepared, prepare};
+
 use crate::config::Config;
 use crate::control;
-use crate::delivery::{TlsSetupError, Upstream};
+use crate::delivery::{Rewrite, Upstream};
 use crate::intake::{self, Intake};
 use crate::observe::http::{PauseInfo, Probe, State};
 use crate::observe::{Metrics, Snapshot};
@@ -43,18 +50,15 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The upstream TLS settings are unusable.
+    /// A file the configuration names is unusable.
     #[error(transparent)]
-    Tls(#[from] TlsSetupError),
+    Prepare(#[from] PrepareError),
     /// The spool could not be opened, locked or recovered.
     #[error(transparent)]
     Spool(#[from] SpoolError),
     /// The control socket could not be created.
     #[error(transparent)]
     Control(#[from] control::BindError),
-    /// The listener certificate or key is unusable.
-    #[error(transparent)]
-    ListenTls(#[from] intake::ListenTlsError),
     /// A listen address could not be bound.
     #[error("cannot listen on {addr} ({key}): {source}{}", bind_hint(*addr, source))]
     Bind {
@@ -68,15 +72,7 @@ pub enum StartError {
 }
 
 /// Why a new configuration was not put in force (the running one stays).
-#[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
-    /// The upstream TLS settings are unusable.
-    #[error(transparent)]
-    Tls(#[from] TlsSetupError),
-    /// The listener certificate or key is unusable.
-    #[error(transparent)]
-    ListenTls(#[from] intake::ListenTlsError),
-}
+pub type ReloadError = PrepareError;
 
 fn bind_hint(addr: SocketAddr, e: &std::io::Error) -> &'static str {
     match e.kind() {
@@ -126,7 +122,7 @@ fn scheduler_settings(
         hostname: config.listen.hostname.clone(),
         max_per_minute: config.delivery.max_per_minute,
         max_per_day: config.delivery.max_per_day,
-        rewrite: config.rewrite.clone(),
+        rewrite: Rewrite::new(config.rewrite, &config.upstream.username),
         metrics: metrics.clone(),
     }
 }
@@ -138,10 +134,20 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartE
 }
 
 impl Daemon {
-    /// Starts the relay (see the module header for the order).
+    /// Prepares `config` and starts the relay (see the module header for the order).
     pub async fn start(config: Config) -> Result<Daemon, StartError> {
+        Daemon::start_prepared(prepare(config)?).await
+    }
+
+    /// Starts the relay with a configuration already prepared.
+    pub async fn start_prepared(prepared: Prepared) -> Result<Daemon, StartError> {
+        let Prepared {
+            config,
+            listen,
+            upstream,
+        } = prepared;
         let metrics = Metrics::new();
-        let upstream = Upstream::with_metrics(config.upstream.clone(), metrics.clone())?;
+        let upstream = Upstream::new(upstream, metrics.clone());
         let dir = config.queue.dir.clone();
         let opened = tokio::task::spawn_blocking(move || Spool::open(&dir))
             .await
@@ -187,7 +193,7 @@ impl Daemon {
         ));
 
         match daemon
-            .open(&config, &opened.spool, &metrics, &scheduler)
+            .open(&config, &listen, &opened.spool, &metrics, &scheduler)
             .await
         {
             Ok(intake) => {
@@ -218,7 +224,7 @@ impl Daemon {
             allowed_networks = ?config.listen.allowed_networks.iter().map(ToString::to_string).collect::<Vec<_>>(),
             upstream = %format!("{}:{}", config.upstream.host, config.upstream.port),
             tls = %config.upstream.tls,
-            user = config.upstream.credentials.username(),
+            user = %config.upstream.username,
             hold = config.delivery.hold,
             metrics = ?daemon.metrics_addr,
             "gmail-relay ready"
@@ -231,6 +237,7 @@ impl Daemon {
     async fn open(
         &mut self,
         config: &Config,
+        listen: &intake::Setup,
         spool: &Spool,
         metrics: &Metrics,
         scheduler: &scheduler::Handle,
@@ -251,12 +258,12 @@ impl Daemon {
         };
         let intake = intake::start(
             listeners,
-            &config.listen,
+            listen,
             spool.clone(),
             metrics.clone(),
             &self.stop,
             &self.tracker,
-        )?;
+        );
         if let Some(listener) = metrics_listener {
             if !listener.local_addr().is_ok_and(|a| a.ip().is_loopback()) {
                 tracing::warn!(
@@ -300,11 +307,14 @@ impl Daemon {
     /// need a restart to take effect. On error nothing has changed.
     pub fn reload(&self, new: Config) -> Result<Vec<&'static str>, ReloadError> {
         let live = self.live.as_ref().expect("a started daemon is live");
-        // Everything that can fail is checked before anything changes.
-        intake::tls_acceptor(&new.listen)?;
-        Upstream::new(new.upstream.clone())?;
-        live.intake.reconfigure(&new.listen)?;
-        live.upstream.reconfigure(new.upstream.clone())?;
+        // Everything that can fail is done before anything changes.
+        let Prepared {
+            config: new,
+            listen,
+            upstream,
+        } = prepare(new)?;
+        live.intake.reconfigure(&listen);
+        live.upstream.reconfigure(upstream);
         live.scheduler.reload(scheduler_settings(
             &new,
             live.upstream.max_connections(),
@@ -415,10 +425,10 @@ pub enum Signal {
 /// Runs the relay until a [`Signal::Shutdown`] arrives (or the sender is dropped), applying
 /// reloads meanwhile, then stops it within [`SHUTDOWN_GRACE`].
 pub async fn run(
-    config: Config,
+    prepared: Prepared,
     mut signals: mpsc::UnboundedReceiver<Signal>,
 ) -> Result<(), StartError> {
-    let daemon = Daemon::start(config).await?;
+    let daemon = Daemon::start_prepared(prepared).await?;
     while let Some(Signal::Reload(new)) = signals.recv().await {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
         match daemon.reload(*new) {

@@ -1,0 +1,58 @@
+//! What one upstream needs before it can connect, built from its configuration once (by
+//! `daemon::prepare`, for `check`, start and reload alike): the TLS settings and the
+//! credentials. Building it reads the password file and the CA file, so a mistake in either is
+//! found before the relay starts or a reload is put in force.
+
+use super::tls::{TlsSetupError, UpstreamTls};
+use crate::auth::{Credentials, CredentialsError};
+use crate::config::{AuthConfig, UpstreamConfig};
+
+/// Why an upstream could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The TLS settings are unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+    /// A credential could not be read.
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+}
+
+/// An upstream's settings with their TLS context and credentials.
+#[derive(Clone)]
+pub struct Setup {
+    /// The settings.
+    pub cfg: UpstreamConfig,
+    pub(super) tls: UpstreamTls,
+    pub(super) credentials: Credentials,
+}
+
+impl Setup {
+    /// Builds the TLS context and the credentials for `cfg`.
+    pub fn new(cfg: UpstreamConfig) -> Result<Setup, SetupError> {
+        let tls = UpstreamTls::new(&cfg)?;
+        let credentials = Credentials::from_config(&cfg)?;
+        Ok(Setup {
+            cfg,
+            tls,
+            credentials,
+        })
+    }
+
+    /// The credentials (for `oauth` commands, which need the token source).
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    /// This setup, keeping `old`'s credentials when the OAuth2 settings did not change: its
+    /// cached access token stays valid, so a reload does not cost a token refresh.
+    pub fn keeping_token_of(mut self, old: &Setup) -> Setup {
+        if matches!(self.cfg.auth, AuthConfig::XOAuth2(_))
+            && self.cfg.auth == old.cfg.auth
+            && self.cfg.username == old.cfg.username
+        {
+            self.credentials = old.credentials.clone();
+        }
+        self
+    }
+}
