@@ -313,13 +313,15 @@ impl Daemon {
             listen,
             upstream,
         } = prepare(new)?;
+        // A pause may be over once the upstream settings or credentials change: probe it now
+        // rather than at the end of a backoff of up to half an hour.
+        let probe = live.upstream.setup().differs_from(&upstream);
         live.intake.reconfigure(&listen);
         live.upstream.reconfigure(upstream);
-        live.scheduler.reload(scheduler_settings(
-            &new,
-            live.upstream.max_connections(),
-            &live.metrics,
-        ));
+        live.scheduler.reload(
+            scheduler_settings(&new, live.upstream.max_connections(), &live.metrics),
+            probe,
+        );
         let mut old = live.config.lock().expect("config lock");
         let restart = needs_restart(&old, &new);
         *old = new;

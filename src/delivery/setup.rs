@@ -44,6 +44,13 @@ impl Setup {
         &self.credentials
     }
 
+    /// Would connecting with `other` differ from connecting with this: other settings, or
+    /// another password in the same password file?
+    pub fn differs_from(&self, other: &Setup) -> bool {
+        self.cfg != other.cfg
+            || self.credentials.password_secret() != other.credentials.password_secret()
+    }
+
     /// This setup, keeping `old`'s credentials when the OAuth2 settings did not change: its
     /// cached access token stays valid, so a reload does not cost a token refresh.
     pub fn keeping_token_of(mut self, old: &Setup) -> Setup {

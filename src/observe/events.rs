@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 use std::time::SystemTime;
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 const TARGET: &str = "gmail_relay::mail";
 
@@ -57,9 +57,37 @@ pub fn removed(id: &str) {
     info!(target: TARGET, id, "removed");
 }
 
-/// Delivery as a whole stopped until `until`: the upstream is unreachable or refuses the login.
-pub fn upstream_paused(reason: &str, until: SystemTime) {
-    warn!(target: TARGET, reason, until = %when(until), "upstream paused");
+/// Delivery as a whole stopped until `until`, for `cause` ("unreachable", "tls",
+/// "credentials", "quota"). Causes only the operator can fix get an error line saying so.
+pub fn upstream_paused(cause: &str, reason: &str, until: SystemTime) {
+    warn!(target: TARGET, cause, reason, until = %when(until), "upstream paused");
+    match cause {
+        "credentials" => error!(
+            reason,
+            "delivery paused: the upstream refuses the relay's login or account (the reason says \
+             what to fix); mail stays queued and is sent once the login works"
+        ),
+        "quota" => error!(
+            "the Gmail account's sending limit is reached; mail stays queued and is sent when the \
+             limit allows (probing every delivery.quota_pause)"
+        ),
+        "tls" => error!(
+            reason,
+            "delivery paused: no secure connection to the upstream (the reason says what to \
+             fix); nothing is sent in clear, mail stays queued"
+        ),
+        _ => {}
+    }
+}
+
+/// An attempt for message `id` died (a bug: it panicked); the message is tried again at
+/// `next_attempt`.
+pub fn attempt_crashed(id: &str, error: &str, next_attempt: SystemTime) {
+    error!(
+        target: TARGET, id, error, next_attempt = %when(next_attempt),
+        "BUG: the delivery attempt crashed; the message stays queued and is tried again \
+         (please report this with the log lines around it)"
+    );
 }
 
 /// The send budget (`delivery.max_per_minute` / `max_per_day`) is spent until `until`.

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::Courier;
 use super::retry::RetryPolicy;
+use super::{Courier, ProbePlan};
 use crate::bounce::{self, BounceTo, Failed};
 use crate::delivery::{Outgoing, Pause, PauseKind, RecipientOutcome};
 use crate::observe::events;
@@ -70,22 +70,21 @@ impl<C> Ctx<C> {
     }
 }
 
-/// Runs one attempt. `pauses` is how many pauses in a row preceded it, which sets the backoff
-/// if this attempt pauses delivery again.
-pub async fn run<C: Courier>(ctx: Arc<Ctx<C>>, id: QueueId, pauses: u32) -> AttemptReport {
+/// Runs one attempt. `plan` says when to probe next if this attempt pauses delivery.
+pub async fn run<C: Courier>(ctx: Arc<Ctx<C>>, id: QueueId, plan: ProbePlan) -> AttemptReport {
     let mut report = AttemptReport {
         next: Next::Done,
         reached_upstream: false,
         delivered: 0,
     };
-    report.next = attempt(&ctx, id, pauses, &mut report).await;
+    report.next = attempt(&ctx, id, plan, &mut report).await;
     report
 }
 
 async fn attempt<C: Courier>(
     ctx: &Ctx<C>,
     id: QueueId,
-    pauses: u32,
+    plan: ProbePlan,
     report: &mut AttemptReport,
 ) -> Next {
     let id_text = id.to_string();
@@ -194,7 +193,7 @@ async fn attempt<C: Courier>(
     let pending_left = deferred.len();
     let next = match result.pause {
         Some(pause) => {
-            let at = now + ctx.policy.pause(pause.kind, pauses + 1, fastrand::f64());
+            let at = plan.next(&ctx.policy, pause.kind, now, fastrand::f64());
             Next::Pause {
                 at,
                 pending: pending_left,

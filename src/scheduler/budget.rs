@@ -3,13 +3,20 @@
 //! hours), as Gmail counts its sending limits.
 //!
 //! When the budget is spent, messages wait; they never fail for it. The record of recent sends
-//! is kept in the spool (`rate.json`), so a restart does not reset the day's count. Pure apart
-//! from that: times come in as arguments.
+//! is kept in the spool (`rate.json`), so a restart does not reset the day's count.
+//!
+//! Two layers: [`Budget`] is the pure record and arithmetic (times come in as arguments);
+//! [`SendBudget`] is the scheduler's accounting around it: recipients of attempts in flight are
+//! reserved against it when the attempt starts and settled when it reports (or released, if
+//! the attempt died), so concurrent attempts can never spend the same unit twice.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::spool::QueueId;
 
 const MINUTE: u64 = 60;
 const DAY: u64 = 86_400;
@@ -151,9 +158,134 @@ impl Budget {
     }
 }
 
+/// Whether an attempt may start now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Yes; its recipients are reserved.
+    Now,
+    /// Not before this time (the budget is spent until then).
+    Until(SystemTime),
+    /// Not until an attempt in flight reports.
+    InFlight,
+}
+
+/// A budget with the reservations of the attempts in flight.
+#[derive(Debug, Default)]
+pub struct SendBudget {
+    budget: Budget,
+    /// Recipients of attempts in flight, counted against the budget until they report.
+    reserved: HashMap<QueueId, u32>,
+    /// Dispatch waits for the budget until then.
+    wait: Option<Instant>,
+}
+
+impl SendBudget {
+    /// A budget with these limits, resuming from a saved record.
+    pub fn new(per_minute: Option<u32>, per_day: Option<u32>, saved: Option<&[u8]>) -> Self {
+        SendBudget {
+            budget: Budget::new(per_minute, per_day, saved),
+            reserved: HashMap::new(),
+            wait: None,
+        }
+    }
+
+    /// May message `id`, costing `cost` recipients, start now? If so its cost is reserved;
+    /// if not, dispatch waits (see [`SendBudget::wake`]).
+    pub fn admit(&mut self, id: QueueId, cost: u32, clock: &super::Clock) -> Admit {
+        let in_flight: u32 = self.reserved.values().sum();
+        match self.budget.wait(clock.now(), in_flight, cost) {
+            Wait::Now => {
+                self.wait = None;
+                if self.budget.is_limited() {
+                    self.reserved.insert(id, cost);
+                }
+                Admit::Now
+            }
+            Wait::InFlight => Admit::InFlight,
+            Wait::Until(until) => {
+                self.wait = Some(clock.instant_of(until));
+                Admit::Until(until)
+            }
+        }
+    }
+
+    /// True while dispatch is waiting for the budget (so a spent budget is logged once).
+    pub fn waiting(&self) -> bool {
+        self.wait.is_some()
+    }
+
+    /// When dispatch may try again, if it is waiting.
+    pub fn wake(&self) -> Option<Instant> {
+        self.wait
+    }
+
+    /// Try again at once (the operator asked, or the limits changed).
+    pub fn wake_now(&mut self) {
+        self.wait = None;
+    }
+
+    /// The attempt for `id` reported `delivered` recipients at `now`. Returns true if the
+    /// record changed (and should be saved).
+    pub fn settle(&mut self, id: QueueId, delivered: u32, now: SystemTime) -> bool {
+        self.reserved.remove(&id);
+        if delivered > 0 && self.budget.is_limited() {
+            self.budget.record(now, delivered);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The attempt for `id` ended without a report (it panicked): its reservation goes.
+    pub fn release(&mut self, id: QueueId) {
+        self.reserved.remove(&id);
+    }
+
+    /// Puts new limits in force, keeping the record of recent sends.
+    pub fn set_limits(&mut self, per_minute: Option<u32>, per_day: Option<u32>) {
+        self.budget.set_limits(per_minute, per_day);
+        self.wait = None;
+    }
+
+    /// Recipients left this minute and today (where limited).
+    pub fn remaining(&self, now: SystemTime) -> (Option<u32>, Option<u32>) {
+        self.budget.remaining(now)
+    }
+
+    /// The record, for the spool.
+    pub fn save(&self) -> Vec<u8> {
+        self.budget.save()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn reservations_keep_concurrent_attempts_within_the_budget() {
+        let id = |n: u64| QueueId::parse(&format!("{n:016x}")).unwrap();
+        let clock = super::super::Clock::start();
+        let mut b = SendBudget::new(Some(3), None, None);
+        assert_eq!(b.admit(id(1), 2, &clock), Admit::Now);
+        assert_eq!(b.admit(id(2), 1, &clock), Admit::Now);
+        assert_eq!(
+            b.admit(id(3), 1, &clock),
+            Admit::InFlight,
+            "three recipients are on their way"
+        );
+        b.release(id(2));
+        assert_eq!(
+            b.admit(id(3), 1, &clock),
+            Admit::Now,
+            "a dead attempt frees its share"
+        );
+        assert!(b.settle(id(1), 2, clock.now()));
+        assert!(b.settle(id(3), 1, clock.now()));
+        assert!(matches!(b.admit(id(4), 1, &clock), Admit::Until(_)));
+        assert!(b.waiting());
+        assert_eq!(b.remaining(clock.now()), (Some(0), None));
+    }
 
     fn at(s: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(1_800_000_000 + s)

@@ -31,8 +31,14 @@ pub enum Command {
     Add(QueuedMessage),
     /// Report the state of delivery.
     Status(oneshot::Sender<Status>),
-    /// Put new settings in force (SIGHUP). The concurrency keeps its value.
-    Reload(Box<super::Settings>),
+    /// Put new settings in force (SIGHUP). The concurrency keeps its value. With `probe`
+    /// (the upstream credentials changed) a pause is probed at once.
+    Reload {
+        /// The new settings.
+        settings: Box<super::Settings>,
+        /// Probe a pause now.
+        probe: bool,
+    },
 }
 
 /// A pause as the queue commands show it.
@@ -130,8 +136,11 @@ impl Handle {
     }
 
     /// See [`Command::Reload`].
-    pub fn reload(&self, settings: super::Settings) {
-        let _ = self.tx.send(Command::Reload(Box::new(settings)));
+    pub fn reload(&self, settings: super::Settings, probe: bool) {
+        let _ = self.tx.send(Command::Reload {
+            settings: Box::new(settings),
+            probe,
+        });
     }
 
     /// See [`Command::Status`]; `None` if the scheduler has stopped.
@@ -156,14 +165,12 @@ impl<C: Courier> Scheduler<C> {
                     self.due.remove(entry);
                     self.due.insert((now, entry.1));
                 }
-                if let Some(p) = &mut self.pause {
-                    p.until = now;
-                }
-                self.budget_wait = None;
+                self.pause.probe_now(now);
+                self.budget.wake_now();
                 let _ = reply.send(chosen.len());
             }
             Command::Withdraw { id, hold, reply } => {
-                if self.in_flight.contains(&id) {
+                if self.in_flight.contains_key(&id) {
                     let _ = reply.send(false);
                     return;
                 }
@@ -182,24 +189,19 @@ impl<C: Courier> Scheduler<C> {
             }
             Command::Status(reply) => {
                 let clock = self.ctx.clock;
-                let now = tokio::time::Instant::now();
                 let oldest = self
                     .due
                     .iter()
                     .map(|(_, id)| id)
                     .chain(&self.held)
-                    .chain(&self.in_flight)
+                    .chain(self.in_flight.keys())
                     .min()
                     .copied();
                 let (budget_minute, budget_day) = self.budget.remaining(clock.now());
                 let _ = reply.send(Status {
-                    pause: self.pause.as_ref().map(|p| PauseStatus {
-                        cause: cause_name(p.kind).to_owned(),
-                        reason: p.reason.clone(),
-                        next_probe: clock.now() + p.until.saturating_duration_since(now),
-                    }),
+                    pause: self.pause.status(&clock),
                     scheduled: self.due.len(),
-                    active: self.in_flight.iter().copied().collect(),
+                    active: self.in_flight.keys().copied().collect(),
                     held: self.held.len(),
                     on_hold: self.settings.hold,
                     oldest,
@@ -207,15 +209,17 @@ impl<C: Courier> Scheduler<C> {
                     budget_day,
                 });
             }
-            Command::Reload(settings) => self.reload(*settings),
+            Command::Reload { settings, probe } => self.reload(*settings, probe),
         }
     }
 
-    fn reload(&mut self, mut settings: super::Settings) {
+    fn reload(&mut self, mut settings: super::Settings, probe: bool) {
         settings.concurrency = self.settings.concurrency;
         self.budget
             .set_limits(settings.max_per_minute, settings.max_per_day);
-        self.budget_wait = None;
+        if probe {
+            self.pause.probe_now(tokio::time::Instant::now());
+        }
         self.ctx = std::sync::Arc::new(super::attempt::Ctx::new(
             self.ctx.spool.clone(),
             self.ctx.courier.clone(),

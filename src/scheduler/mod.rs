@@ -5,11 +5,10 @@
 //! it spawns, and it sleeps until the next due time. At most `upstream.max_connections`
 //! attempts run at once.
 //!
-//! **Pause.** When an attempt reports a pause, the scheduler stops starting attempts until a
-//! backoff time, then runs a single probe attempt; when that gets through, delivery resumes at
-//! full width. The backoff depends on the cause:
-//! - upstream unreachable (network, TLS, greeting): `queue.retry_min` doubling to
-//!   `queue.retry_max`;
+//! **Pause** (`pause`). When an attempt reports a pause, the scheduler stops starting
+//! attempts until a backoff time, then runs a single probe attempt; when that gets through,
+//! delivery resumes at full width. The backoff depends on the cause:
+//! - upstream unreachable or TLS failing: `queue.retry_min` doubling to `queue.retry_max`;
 //! - credentials or configuration refused (535, 534, 454 4.7.0, ...): `delivery.auth_pause_min`
 //!   (1 minute) doubling to `delivery.auth_pause_max` (30 minutes);
 //! - sending quota spent (550 5.4.5, ...): a probe every `delivery.quota_pause` (1 hour).
@@ -17,9 +16,17 @@
 //! Nothing is bounced or failed because of a pause, and a message is never expired while the
 //! cause is our credentials or quota (fixing them, or waiting, delivers it). Pausing also keeps
 //! the relay from logging in over and over, which Gmail answers with
-//! `454 4.7.0 Too many login attempts`.
+//! `454 4.7.0 Too many login attempts`. A `queue retry` or a reload with new credentials probes
+//! at once without pushing the automatic schedule out.
+//!
+//! **Budget** (`budget`). `delivery.max_per_minute` / `max_per_day`: an attempt starts only if
+//! its recipients fit, and they are reserved until it reports.
 //!
 //! **Hold.** With `delivery.hold` nothing is attempted; messages are queued only.
+//!
+//! **Attempts.** Each runs in its own task, mapped to its message by task id, so an attempt
+//! that panics (a bug) is still accounted for: its message is scheduled again as after a
+//! temporary failure and its budget reservation released, and the bug is logged.
 //!
 //! Shutdown: when cancelled, no new attempt starts; attempts in flight are awaited (each is
 //! bounded by the upstream timeouts; the daemon's grace period bounds the whole).
@@ -27,6 +34,7 @@
 mod attempt;
 mod budget;
 mod commands;
+mod pause;
 mod retry;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -35,17 +43,19 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use attempt::{AttemptReport, Next};
 pub use commands::{Command, Handle, PauseStatus, Status, cause_name, rfc3339};
+pub use pause::{PauseState, ProbePlan};
 pub use retry::RetryPolicy;
 
-use crate::delivery::{Outgoing, PauseKind, Report, Upstream};
+use crate::delivery::{Outgoing, Report, Upstream};
 use crate::observe::events;
 use crate::spool::{QueueId, QueuedMessage, Spool};
+use budget::{Admit, SendBudget};
 
 /// Something that can attempt a delivery: the real [`Upstream`], or a script in tests.
 pub trait Courier: Clone + Send + Sync + 'static {
@@ -90,33 +100,31 @@ pub struct Settings {
     pub metrics: crate::observe::Metrics,
 }
 
-/// Delivery is paused.
-struct Paused {
-    until: Instant,
-    /// Pauses in a row (sets the backoff).
-    failures: u32,
-    kind: PauseKind,
-    /// The upstream's words.
-    reason: String,
+/// An attempt in flight.
+struct InFlight {
+    /// Its recipients (what it costs against the budget).
+    cost: usize,
+    /// How it schedules the next probe if it pauses delivery.
+    plan: ProbePlan,
 }
 
 struct Scheduler<C: Courier> {
     ctx: Arc<attempt::Ctx<C>>,
     settings: Settings,
     due: BTreeSet<(Instant, QueueId)>,
-    running: JoinSet<(QueueId, AttemptReport)>,
-    pause: Option<Paused>,
     /// Recipients each due message still has (its cost against the budget).
     cost: HashMap<QueueId, usize>,
-    budget: budget::Budget,
-    /// Dispatch waits for the send budget until then.
-    budget_wait: Option<Instant>,
-    /// Recipients of attempts in flight, counted against the budget until they report.
-    reserved: HashMap<QueueId, u32>,
+    running: JoinSet<AttemptReport>,
+    /// The message of each attempt task.
+    tasks: HashMap<tokio::task::Id, QueueId>,
     /// Messages with an attempt running.
-    in_flight: HashSet<QueueId>,
+    in_flight: HashMap<QueueId, InFlight>,
     /// Messages held by the operator.
     held: HashSet<QueueId>,
+    pause: PauseState,
+    budget: SendBudget,
+    /// Attempts in a row that panicked, per message (sets their backoff).
+    panics: HashMap<QueueId, u32>,
 }
 
 /// Runs the scheduler until `cancel` fires and the attempts in flight have finished.
@@ -130,7 +138,7 @@ pub async fn run<C: Courier>(
     cancel: CancellationToken,
 ) {
     let saved = spool.load_budget().await;
-    let budget = budget::Budget::new(
+    let budget = SendBudget::new(
         settings.max_per_minute,
         settings.max_per_day,
         saved.as_deref(),
@@ -139,14 +147,14 @@ pub async fn run<C: Courier>(
         ctx: Arc::new(attempt::Ctx::new(spool, courier, &settings, Clock::start())),
         settings,
         due: BTreeSet::new(),
-        running: JoinSet::new(),
-        pause: None,
         cost: HashMap::new(),
-        budget,
-        budget_wait: None,
-        reserved: HashMap::new(),
-        in_flight: HashSet::new(),
+        running: JoinSet::new(),
+        tasks: HashMap::new(),
+        in_flight: HashMap::new(),
         held: HashSet::new(),
+        pause: PauseState::default(),
+        budget,
+        panics: HashMap::new(),
     };
     for q in recovered {
         if q.held {
@@ -162,11 +170,11 @@ pub async fn run<C: Courier>(
             _ = cancel.cancelled() => break,
             Some(q) = committed.recv() => s.schedule(q.id, q.next_attempt, q.pending),
             Some(cmd) = commands.recv() => s.command(cmd),
-            Some(done) = s.running.join_next(), if !s.running.is_empty() => s.handle(done).await,
+            Some(done) = s.running.join_next_with_id(), if !s.running.is_empty() => s.handle(done).await,
             _ = sleep_until(wake), if wake.is_some() => {}
         }
     }
-    while let Some(done) = s.running.join_next().await {
+    while let Some(done) = s.running.join_next_with_id().await {
         s.handle(done).await;
     }
 }
@@ -200,6 +208,11 @@ impl Clock {
         self.wall + self.mono.elapsed()
     }
 
+    /// The wall-clock time of a monotonic instant (now, if it is in the past).
+    pub fn at(&self, t: Instant) -> SystemTime {
+        self.now() + t.saturating_duration_since(Instant::now())
+    }
+
     /// The monotonic instant for a wall-clock time (now, if it is in the past).
     pub fn instant_of(&self, t: SystemTime) -> Instant {
         let now = Instant::now();
@@ -218,12 +231,10 @@ impl<C: Courier> Scheduler<C> {
 
     /// How many attempts may run now: none on hold or in a pause, one to probe after a pause.
     fn capacity(&self, now: Instant) -> usize {
-        match &self.pause {
-            _ if self.settings.hold => 0,
-            Some(p) if now < p.until => 0,
-            Some(_) => 1,
-            None => self.settings.concurrency,
+        if self.settings.hold {
+            return 0;
         }
+        self.pause.capacity(now, self.settings.concurrency)
     }
 
     fn dispatch(&mut self) {
@@ -236,30 +247,26 @@ impl<C: Courier> Scheduler<C> {
             if at > now {
                 break;
             }
-            let cost = self.cost.get(&id).copied().unwrap_or(1) as u32;
-            let in_flight: u32 = self.reserved.values().sum();
-            match self.budget.wait(self.ctx.clock.now(), in_flight, cost) {
-                budget::Wait::Now => self.budget_wait = None,
+            let cost = self.cost.get(&id).copied().unwrap_or(1);
+            let was_waiting = self.budget.waiting();
+            match self.budget.admit(id, cost as u32, &self.ctx.clock) {
+                Admit::Now => {}
                 // Woken again when an attempt reports.
-                budget::Wait::InFlight => break,
-                budget::Wait::Until(until) => {
-                    if self.budget_wait.is_none() {
+                Admit::InFlight => break,
+                Admit::Until(until) => {
+                    if !was_waiting {
                         events::budget_spent(until);
                     }
-                    self.budget_wait = Some(self.ctx.clock.instant_of(until));
                     break;
                 }
             }
             self.due.pop_first();
             self.cost.remove(&id);
-            if self.budget.is_limited() {
-                self.reserved.insert(id, cost);
-            }
-            let failures = self.pause.as_ref().map_or(0, |p| p.failures);
-            self.in_flight.insert(id);
+            let plan = self.pause.plan(&self.ctx.clock);
             let ctx = self.ctx.clone();
-            self.running
-                .spawn(async move { (id, attempt::run(ctx, id, failures).await) });
+            let task = self.running.spawn(attempt::run(ctx, id, plan));
+            self.tasks.insert(task.id(), id);
+            self.in_flight.insert(id, InFlight { cost, plan });
         }
     }
 
@@ -269,77 +276,72 @@ impl<C: Courier> Scheduler<C> {
             return None;
         }
         let now = Instant::now();
-        if let Some(p) = &self.pause
-            && now < p.until
-        {
-            return Some(p.until);
+        if let Some(until) = self.pause.wake(now) {
+            return Some(until);
         }
         if self.running.len() >= self.capacity(now) {
             return None;
         }
         let due = self.due.first().map(|&(at, _)| at)?;
-        Some(self.budget_wait.map_or(due, |b| due.max(b)))
+        Some(self.budget.wake().map_or(due, |b| due.max(b)))
     }
 
-    async fn handle(&mut self, done: Result<(QueueId, AttemptReport), tokio::task::JoinError>) {
-        let (id, report) = match done {
-            Ok(done) => done,
-            Err(e) => {
-                // A panic in an attempt is a bug; the message is still on disk and will be
-                // found again at the next start.
-                tracing::error!(error = %e, "delivery attempt task failed");
-                return;
-            }
+    async fn handle(&mut self, done: Result<(tokio::task::Id, AttemptReport), JoinError>) {
+        let (task, result) = match done {
+            Ok((task, report)) => (task, Ok(report)),
+            Err(e) => (e.id(), Err(e)),
         };
-        if report.reached_upstream {
-            self.resume();
+        let Some(id) = self.tasks.remove(&task) else {
+            tracing::error!(
+                ?task,
+                "an attempt task ended that the scheduler did not start"
+            );
+            return;
+        };
+        let InFlight { cost, plan } = self.in_flight.remove(&id).unwrap_or(InFlight {
+            cost: 1,
+            plan: ProbePlan::Backoff(1),
+        });
+        let report = match result {
+            Ok(report) => report,
+            Err(e) => return self.attempt_died(id, cost, &e),
+        };
+        self.panics.remove(&id);
+        if report.reached_upstream && self.pause.resume() {
+            events::upstream_resumed();
         }
-        self.reserved.remove(&id);
-        self.in_flight.remove(&id);
-        if report.delivered > 0 && self.budget.is_limited() {
-            self.budget
-                .record(self.ctx.clock.now(), report.delivered as u32);
-            if let Err(e) = self.ctx.spool.save_budget(self.budget.save()).await {
-                tracing::warn!(error = %e, "could not record the send budget; a restart may forget recent sends");
-            }
+        if self
+            .budget
+            .settle(id, report.delivered as u32, self.ctx.clock.now())
+            && let Err(e) = self.ctx.spool.save_budget(self.budget.save()).await
+        {
+            tracing::warn!(error = %e, "could not record the send budget; a restart may forget recent sends");
         }
         match report.next {
             Next::Done => {}
             Next::At { at, pending } => self.schedule(id, at, pending),
             Next::Pause { at, pending, pause } => {
                 self.schedule(id, at, pending);
-                let failures = self.pause.as_ref().map_or(0, |p| p.failures) + 1;
-                if self.pause.as_ref().is_none_or(|p| p.kind != pause.kind) {
-                    events::upstream_paused(&pause.to_string(), at);
-                    match pause.kind {
-                        PauseKind::Credentials => tracing::error!(
-                            reason = %pause.reason,
-                            "delivery paused: the upstream refuses the relay's login or account \
-                             (the reason says what to fix); mail stays queued and is sent once \
-                             the login works"
-                        ),
-                        PauseKind::Quota => tracing::error!(
-                            "the Gmail account's sending limit is reached; mail stays queued \
-                             and is sent when the limit allows (probing every \
-                             delivery.quota_pause)"
-                        ),
-                        PauseKind::Unreachable | PauseKind::Tls => {}
-                    }
+                let news = self
+                    .pause
+                    .pause(pause.clone(), self.ctx.clock.instant_of(at), plan);
+                if news {
+                    events::upstream_paused(cause_name(pause.kind), &pause.to_string(), at);
                 }
-                self.pause = Some(Paused {
-                    until: self.ctx.clock.instant_of(at),
-                    failures,
-                    kind: pause.kind,
-                    reason: pause.reason,
-                });
             }
         }
     }
 
-    fn resume(&mut self) {
-        if self.pause.take().is_some() {
-            events::upstream_resumed();
-        }
+    /// An attempt task ended without a report: it panicked (a bug) or was cancelled. The
+    /// message is on disk as it was before the attempt (or with the outcomes it recorded);
+    /// it is tried again like after a temporary failure.
+    fn attempt_died(&mut self, id: QueueId, cost: usize, e: &JoinError) {
+        self.budget.release(id);
+        let panics = self.panics.entry(id).or_insert(0);
+        *panics += 1;
+        let at = self.ctx.clock.now() + self.ctx.policy.delay(*panics, fastrand::f64());
+        events::attempt_crashed(&id.to_string(), &e.to_string(), at);
+        self.schedule(id, at, cost);
     }
 }
 

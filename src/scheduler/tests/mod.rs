@@ -7,13 +7,17 @@ use std::time::Duration;
 use super::*;
 use crate::spool::{Envelope, Opened};
 
-/// What the scripted courier answers: these outcomes, or a pause of this kind.
+mod operator;
+
+/// What the scripted courier answers: these outcomes, a pause of this kind, or a panic (a bug
+/// in an attempt).
 enum Answer {
     Outcomes(Vec<RecipientOutcome>),
     Pause(PauseKind),
+    Panic,
 }
 
-use crate::delivery::{Pause, RecipientOutcome};
+use crate::delivery::{Pause, PauseKind, RecipientOutcome};
 
 /// A courier that answers from a script and records when it was called.
 #[derive(Default)]
@@ -36,7 +40,8 @@ impl Courier for Arc<Scripted> {
             .lock()
             .unwrap()
             .push((Instant::now(), recipients.to_vec()));
-        let answer = match self.answers.lock().unwrap().pop_front() {
+        let next = self.answers.lock().unwrap().pop_front();
+        let answer = match next {
             Some(Answer::Outcomes(outcomes)) => Report {
                 outcomes,
                 pause: None,
@@ -48,6 +53,7 @@ impl Courier for Arc<Scripted> {
                     reason: format!("scripted {kind:?}"),
                 },
             ),
+            Some(Answer::Panic) => panic!("scripted panic in an attempt"),
             None => Report {
                 outcomes: recipients
                     .iter()
@@ -471,82 +477,4 @@ async fn the_send_budget_makes_messages_wait_and_survives_a_restart() {
         std::fs::read_dir(dir.path().join("queue")).unwrap().count(),
         0
     );
-}
-
-#[tokio::test(start_paused = true)]
-async fn retry_now_attempts_a_deferred_message_and_probes_a_pause_at_once() {
-    let h = harness(&[(&["a@x.test"], now())], 2, false).await;
-    h.courier
-        .then(Answer::Outcomes(vec![RecipientOutcome::Deferred(
-            "451 4.3.0 try later".into(),
-        )]));
-    h.courier.then(Answer::Pause(PauseKind::Credentials));
-    h.settle().await;
-    assert_eq!(h.courier.calls(), 1);
-    let status = h.handle.status().await.unwrap();
-    assert_eq!((status.scheduled, status.active.len()), (1, 0));
-    assert!(status.pause.is_none());
-
-    assert_eq!(h.handle.retry_now(None).await, Some(1));
-    h.settle().await;
-    assert_eq!(
-        h.courier.calls(),
-        2,
-        "attempted without waiting for retry_min"
-    );
-    let status = h.handle.status().await.unwrap();
-    let pause = status.pause.expect("the second attempt paused delivery");
-    assert_eq!(pause.cause, "credentials");
-    assert!(pause.reason.contains("Credentials"), "{}", pause.reason);
-
-    assert_eq!(h.handle.retry_now(None).await, Some(1));
-    h.settle().await;
-    assert_eq!(h.courier.calls(), 3, "the pause was probed now");
-    assert!(h.files("queue").is_empty(), "delivered by the probe");
-    assert!(h.handle.status().await.unwrap().pause.is_none());
-    h.stop().await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_withdrawn_message_is_not_attempted_until_added_again() {
-    let later = now() + Duration::from_secs(600);
-    let h = harness(&[(&["a@x.test"], later)], 2, false).await;
-    h.settle().await;
-    let id = h
-        .files("queue")
-        .iter()
-        .find_map(|f| QueueId::parse(f.strip_suffix(".msg")?))
-        .unwrap();
-    assert_eq!(h.handle.withdraw(id, true).await, Some(true));
-    assert_eq!(h.handle.status().await.unwrap().held, 1);
-    tokio::time::sleep(Duration::from_secs(3600)).await;
-    h.settle().await;
-    assert_eq!(h.courier.calls(), 0, "held messages are not attempted");
-
-    h.handle.add(QueuedMessage {
-        id,
-        received_at: now(),
-        next_attempt: now(),
-        pending: 1,
-        held: false,
-    });
-    h.settle().await;
-    assert_eq!(h.courier.calls(), 1, "released and attempted");
-    assert_eq!(h.handle.status().await.unwrap().held, 0);
-    h.stop().await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_message_in_flight_cannot_be_withdrawn() {
-    let h = harness_with(&[(&["a@x.test"], now())], 1, false, Duration::from_secs(5)).await;
-    tokio::task::yield_now().await;
-    h.settle().await;
-    let id = h
-        .files("queue")
-        .iter()
-        .find_map(|f| QueueId::parse(f.strip_suffix(".msg")?))
-        .unwrap();
-    assert_eq!(h.handle.status().await.unwrap().active, [id]);
-    assert_eq!(h.handle.withdraw(id, false).await, Some(false));
-    h.stop().await;
 }
