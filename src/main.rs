@@ -59,6 +59,9 @@ enum Command {
         /// The configuration file [default: $GMAIL_RELAY_CONFIG, else /etc/gmail-relay/relay.toml].
         #[arg(long, short = 'c', value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Print the /healthz JSON instead of one line for people.
+        #[arg(long)]
+        json: bool,
     },
     /// Inspect and change the queue (works whether or not the relay runs).
     Queue(cli::queue::QueueArgs),
@@ -109,7 +112,7 @@ fn main() -> ExitCode {
         Command::SendTest { config, to, wait } => cli::send_test::run(config, &to, wait),
         Command::Serve { config } => cli::serve::serve(&config),
         Command::Queue(args) => cli::queue::run(args),
-        Command::Health { config } => cli::health::run(config),
+        Command::Health { config, json } => cli::health::run(config, json),
         Command::Sendmail { args } => cli::sendmail::run(args),
         Command::HashPassword => cli::hash_password(),
         Command::Oauth(Oauth::Authorize { config }) => {

@@ -94,7 +94,8 @@ impl Policy {
             Err(Rejection::new(
                 554,
                 "5.7.1",
-                format!("Relay access denied for {ip}: not in listen.allowed_networks"),
+                // The setting is named in the log, not to the client.
+                format!("Relay access denied for {ip}"),
             ))
         }
     }

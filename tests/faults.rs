@@ -400,3 +400,36 @@ async fn five_hundred_messages_take_two_logins() {
     let _ = without_trace_header;
     relay.stop().await;
 }
+
+/// Exim says a bare `452 too many recipients` (no enhanced code) when a transaction is full:
+/// the rest go at once in another transaction, not a retry interval later.
+#[tokio::test]
+async fn a_bare_452_after_an_accepted_recipient_sends_the_rest_at_once() {
+    let script = Script {
+        max_rcpt_per_tx: Some(2),
+        too_many_rcpt_reply: Some("452 too many recipients".into()),
+        ..Script::default()
+    };
+    let up = FakeUpstream::start(Mode::StartTls, script).await;
+    let slow = config(&up, "")
+        .replace("retry_min = \"100ms\"", "retry_min = \"1h\"")
+        .replace("retry_max = \"400ms\"", "retry_max = \"2h\"");
+    let mut relay = TestRelay::start(&slow).await;
+    let to = ["a@example.com", "b@example.com", "c@example.com"];
+    assert!(
+        submit(
+            relay.addr(),
+            "app@example.com",
+            &to,
+            b"Subject: x\r\n\r\nx\r\n"
+        )
+        .await
+        .starts_with("250")
+    );
+    let got = up.wait_for(2, Duration::from_secs(10)).await;
+    let mut all: Vec<String> = got.iter().flat_map(|m| m.to.clone()).collect();
+    all.sort();
+    assert_eq!(all, to, "each recipient once, in two transactions");
+    relay.wait_queue_empty().await;
+    relay.stop().await;
+}

@@ -8,54 +8,27 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::upstream::{FakeUpstream, Mode, PASSWORD, Script};
-use common::{TestRelay, WAIT, config_for, eventually, http_get, run_binary, submit};
+use common::{TestRelay, WAIT, config_for, eventually, http_get, send};
+use gmail_relay::control::{self, Request};
 
-const MSG: &[u8] = b"Subject: ops\r\n\r\nbody\r\n";
-
-async fn send(relay: &TestRelay, to: &str) {
-    let reply = submit(relay.addr(), "app@example.com", &[to], MSG).await;
-    assert!(reply.starts_with("250 2.0.0"), "{reply}");
-}
-
-/// A relay with the metrics endpoint on, pauses an hour long (a test ends them with
-/// `queue retry --all`), and the config file rewritten with the bound ports so that the
-/// binary's local tools find it.
+/// A relay with the metrics endpoint on and `extra` config, whose config file names the bound
+/// ports so that the binary's local tools find it.
 async fn relay(up: &FakeUpstream, extra: &str) -> TestRelay {
-    let config = format!(
+    TestRelay::start_for_tools(&format!(
         "{}\n[metrics]\naddr = \"127.0.0.1:0\"\n{extra}",
         config_for(up, "")
-    );
-    let relay = TestRelay::start(&config).await;
-    let bound = config
-        .replacen("127.0.0.1:0", &relay.addr().to_string(), 1)
-        .replacen("127.0.0.1:0", &relay.metrics_addr().unwrap().to_string(), 1);
-    std::fs::write(&relay.config, bound).unwrap();
-    relay
+    ))
+    .await
 }
 
 async fn health_binary(relay: &TestRelay) -> (i32, String) {
-    let run = run_binary(
-        vec![
-            "health".into(),
-            "--config".into(),
-            relay.config.display().to_string(),
-        ],
-        vec![],
-        vec![],
-    )
-    .await;
+    let run = relay.tool("health", &[]).await;
     (run.code, run.stdout)
 }
 
 #[tokio::test]
 async fn health_is_503_during_a_credentials_pause_and_200_again_after() {
-    let script = Script {
-        auth_replies: (0..1000)
-            .map(|_| "535 5.7.8 Username and Password not accepted".to_owned())
-            .collect(),
-        ..Script::default()
-    };
-    let up = FakeUpstream::start(Mode::StartTls, script).await;
+    let up = FakeUpstream::start(Mode::StartTls, Script::refusing_logins()).await;
     let mut relay = relay(
         &up,
         "[delivery]\nauth_pause_min = \"1h\"\nauth_pause_max = \"2h\"\n",
@@ -67,7 +40,10 @@ async fn health_is_503_during_a_credentials_pause_and_200_again_after() {
     assert_eq!(code, 200, "{body}");
     let ok: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(ok["status"], "ok");
-    assert_eq!(health_binary(&relay).await.0, 0);
+    assert_eq!(
+        health_binary(&relay).await,
+        (0, "ok: 0 queued\n".to_owned())
+    );
 
     send(&relay, "a@example.com").await;
     eventually("the login refused", || up.count("AUTH") >= 1).await;
@@ -90,8 +66,18 @@ async fn health_is_503_during_a_credentials_pause_and_200_again_after() {
     assert!(body["next_probe"].is_string());
     assert_eq!(body["queue"]["waiting"], 1);
     let (code, text) = health_binary(&relay).await;
+    println!("gmail-relay health: {}", text.trim());
     assert_eq!(code, 1, "{text}");
-    assert!(text.contains("credentials"), "{text}");
+    assert!(
+        text.starts_with("paused (credentials): ")
+            && text.contains("535 5.7.8")
+            && text.contains("; next probe in ")
+            && text.trim_end().ends_with("; 1 queued"),
+        "one line for people: {text}"
+    );
+    let json = relay.tool("health", &["--json"]).await;
+    assert_eq!(json.code, 1);
+    assert_eq!(json.json()["cause"], "credentials", "JSON with --json");
 
     // The password is fixed; the operator asks for a probe now.
     up.script(|s| s.auth_replies.clear());
@@ -242,7 +228,7 @@ async fn a_reload_puts_new_credentials_and_policy_in_force_and_refuses_a_bad_con
         .insert("GMAIL_RELAY__UPSTREAM__PASSWORD".into(), PASSWORD.into());
     let restart = relay.reload().unwrap();
     assert!(restart.is_empty(), "{restart:?}");
-    assert_eq!(relay.queue(&["retry", "--all"]).await.code, 0);
+    // New credentials are tried at once, not after the hour-long pause.
     up.wait_for(1, WAIT).await;
     let mut c = common::Client::connect(relay.addr()).await;
     c.reply().await;
@@ -253,6 +239,21 @@ async fn a_reload_puts_new_credentials_and_policy_in_force_and_refuses_a_bad_con
         refused.starts_with("550"),
         "the new policy applies: {refused}"
     );
+
+    // Put the wrong password back: the next login fails and pauses again; a reload that
+    // changes nothing upstream does not probe.
+    relay.env.insert(
+        "GMAIL_RELAY__UPSTREAM__PASSWORD".into(),
+        "wrong password".into(),
+    );
+    relay.reload().unwrap();
+    let logins = up.count("AUTH");
+    send(&relay, "b@example.com").await;
+    eventually("refused again", || up.count("AUTH") > logins).await;
+    let logins = up.count("AUTH");
+    relay.reload().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(up.count("AUTH"), logins, "same credentials: no probe");
 
     // A change that needs a restart is named.
     std::fs::write(
@@ -327,4 +328,32 @@ async fn sighup_reloads_the_binary_and_an_invalid_config_keeps_the_old_one() {
         .await
         .unwrap();
     assert!(status.success(), "{status:?}: {}", log());
+}
+
+/// What `gmail-relay oauth authorize` does after writing a new refresh token: the running
+/// relay probes its credentials pause at once instead of at the end of the backoff.
+#[tokio::test]
+async fn a_probe_request_tries_the_login_at_once() {
+    let up = FakeUpstream::start(Mode::StartTls, Script::refusing_logins()).await;
+    let mut relay = relay(
+        &up,
+        "[delivery]\nauth_pause_min = \"1h\"\nauth_pause_max = \"2h\"\n",
+    )
+    .await;
+    send(&relay, "a@example.com").await;
+    send(&relay, "b@example.com").await;
+    eventually("the login refused", || up.count("AUTH") >= 1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let refused = up.count("AUTH");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(up.count("AUTH"), refused, "paused for an hour");
+
+    up.script(|s| s.auth_replies.clear());
+    let done = control::request_running(&relay.spool(), Request::Probe)
+        .await
+        .unwrap();
+    println!("{done:?}");
+    up.wait_for(2, WAIT).await;
+    relay.wait_queue_empty().await;
+    relay.stop().await;
 }

@@ -316,3 +316,28 @@ async fn status_shows_a_credentials_pause_in_one_line() {
     assert!(list.starts_with("delivery PAUSED (credentials)"), "{list}");
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn hold_mode_is_said_in_the_text_output() {
+    let mut relay = TestRelay::start(&common::intake_config("")).await;
+    send(&relay, "a@example.com").await;
+    let status = relay.queue(&["status"]).await;
+    println!("{}", status.stdout.trim());
+    assert_eq!(status.code, 0, "{status:?}");
+    assert!(
+        status
+            .stdout
+            .starts_with("delivery on hold (delivery.hold = true): 1 message(s) wait"),
+        "{}",
+        status.stdout
+    );
+    let list = relay.queue(&["list"]).await;
+    println!("{}", list.stdout.trim());
+    assert!(
+        list.stdout.contains("queued, on hold (delivery.hold)")
+            && !list.stdout.contains("next now"),
+        "{}",
+        list.stdout
+    );
+    relay.stop().await;
+}

@@ -399,3 +399,36 @@ async fn rewrites_to_the_account_when_asked() {
     );
     relay.stop().await;
 }
+
+/// A message of exactly the default `listen.max_message_size` gets through Gmail's SIZE with
+/// the headers the relay adds; two in a row, each accepted and delivered (a field report saw
+/// the first bounced as too large, and once a 451 for the second).
+#[tokio::test]
+async fn messages_at_the_default_size_limit_are_delivered_not_bounced() {
+    let up = FakeUpstream::start(Mode::StartTls, Script::default()).await;
+    let mut relay = TestRelay::start(&config_for(&up, "")).await;
+    let limit = gmail_relay::config::defaults::number("listen.max_message_size") as usize;
+    let mut body = b"Subject: big\r\n\r\n".to_vec();
+    while body.len() + 80 < limit - 2 {
+        body.extend_from_slice(&[b'x'; 78]);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.resize(limit - 2, b'y');
+    body.extend_from_slice(b"\r\n");
+    assert_eq!(body.len(), limit);
+    for n in 1..=2 {
+        let reply = submit(relay.addr(), "app@example.com", &["a@example.com"], &body).await;
+        assert!(reply.starts_with("250 2.0.0"), "message {n}: {reply}");
+    }
+    let got = up.wait_for(2, WAIT).await;
+    for m in &got {
+        assert!(
+            m.data.len() > limit && m.data.len() <= 35_882_577,
+            "{}",
+            m.data.len()
+        );
+    }
+    relay.wait_queue_empty().await;
+    assert!(relay.files("failed").is_empty(), "nothing bounced");
+    relay.stop().await;
+}

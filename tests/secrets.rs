@@ -3,35 +3,14 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use common::upstream::{FakeUpstream, Mode, PASSWORD, Script, USER};
 use common::{TestRelay, WAIT, config_for, submit};
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn no_log_line_contains_the_password_in_any_form() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .init();
+    let capture = common::logs::capture();
 
     for (mode, mechs) in [(Mode::StartTls, None), (Mode::Implicit, Some("LOGIN"))] {
         let up = FakeUpstream::start(
@@ -98,7 +77,7 @@ async fn no_log_line_contains_the_password_in_any_form() {
     up.wait_for(1, WAIT).await;
     relay.stop().await;
 
-    let logs = String::from_utf8_lossy(&capture.0.lock().unwrap()).to_string();
+    let logs = capture.text();
     assert!(logs.contains("delivered"), "the capture works: {logs}");
     assert!(
         logs.contains("refused the login"),

@@ -4,15 +4,8 @@
 
 mod common;
 
-use common::upstream::{FakeUpstream, Mode, PASSWORD, Script};
-use common::{TestRelay, config_for, run_binary};
-
-fn password() -> Vec<(String, String)> {
-    vec![(
-        "GMAIL_RELAY__UPSTREAM__PASSWORD".to_owned(),
-        PASSWORD.to_owned(),
-    )]
-}
+use common::upstream::{FakeUpstream, Mode, Script, USER};
+use common::{TestRelay, config_for, password_env as password, run_binary};
 
 #[tokio::test]
 async fn check_upstream_logs_in_and_reports_the_capabilities_without_sending() {
@@ -50,13 +43,8 @@ async fn check_upstream_logs_in_and_reports_the_capabilities_without_sending() {
     assert!(run.stderr.contains("535 5.7.8"), "{}", run.stderr);
 }
 
-/// A relay whose config file names its real port, so that the local tools find it.
 async fn relay(up: &FakeUpstream) -> TestRelay {
-    let config = config_for(up, "");
-    let relay = TestRelay::start(&config).await;
-    let bound = config.replace("127.0.0.1:0", &relay.addr().to_string());
-    std::fs::write(&relay.config, bound).unwrap();
-    relay
+    TestRelay::start_for_tools(&config_for(up, "")).await
 }
 
 fn send_test(relay: &TestRelay, to: &str) -> Vec<String> {
@@ -88,17 +76,24 @@ async fn send_test_waits_for_delivery_or_failure() {
     let got = up.messages();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].to, ["me@example.com"]);
+    assert_eq!(got[0].from, USER, "sent from the Gmail account itself");
     assert!(
         String::from_utf8_lossy(&got[0].data).contains("Subject: gmail-relay test from relay.test")
     );
 
     let run = run_binary(send_test(&relay, "nobody@example.com"), vec![], vec![]).await;
+    println!("{}", run.stdout);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(
-        run.stdout.contains("failed: ") && run.stdout.contains("nobody@example.com"),
-        "{}",
+        run.stdout
+            .contains("failed: nobody@example.com: 550 5.1.1 no such user"),
+        "the upstream's reply for the recipient: {}",
         run.stdout
     );
+    // A failed test is reported here, never by a bounce: nothing new is queued or sent.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(relay.queued(), 0, "no DSN queued");
+    assert_eq!(up.messages().len(), 1, "no DSN sent");
 
     relay.stop().await;
     let run = run_binary(send_test(&relay, "me@example.com"), vec![], vec![]).await;

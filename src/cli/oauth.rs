@@ -63,6 +63,13 @@ pub async fn authorize(path: &Path) -> anyhow::Result<()> {
     let refresh = auth.exchange(settings, source.http(), &code).await?;
     write_secret_file(file, refresh.expose())
         .with_context(|| format!("cannot write {}", file.display()))?;
+    // A relay paused on the old token should try the new one now, not in up to 30 minutes.
+    if gmail_relay::control::request_running(&cfg.queue.dir, gmail_relay::control::Request::Probe)
+        .await
+        .is_ok()
+    {
+        eprintln!("The running relay was told to log in again with the new token.");
+    }
     eprintln!(
         "Authorized. The refresh token is in {} (mode 0600). Check it with:\n  gmail-relay oauth test --config {}",
         file.display(),

@@ -351,3 +351,17 @@ fn oauth2_keys_come_from_the_environment_too() {
     assert_eq!(oauth2(&cfg).client_id, "cid");
     assert!(!format!("{cfg:?}").contains("1//refresh"));
 }
+
+#[test]
+fn a_size_limit_without_room_for_the_relays_headers_is_refused_with_gmail() {
+    let (key, msg) = invalid_key(&format!("{MINIMAL}[listen]\nmax_message_size = 35882577\n"));
+    assert_eq!(key, "listen.max_message_size");
+    assert!(msg.contains("at most 35880529"), "{msg}");
+    assert!(
+        load_text(&format!(
+            "{MINIMAL}host = \"mail.example.net\"\n[listen]\nmax_message_size = 35882577\n"
+        ))
+        .is_ok(),
+        "another upstream's SIZE is its own business"
+    );
+}

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 pub use client::{Answer, request, request_running};
 pub use ops::Operator;
-pub use render::{render_done, render_list, render_show, render_status};
+pub use render::{render_done, render_list, render_show, render_status, short, until};
 pub use server::{BindError, bind, serve};
 pub use view::{Listing, MessageState, MessageView, RecipientView, Shown};
 
@@ -85,6 +85,9 @@ pub enum Request {
     },
     /// The state of delivery (pause, counts).
     Status,
+    /// The credentials changed (`oauth authorize` wrote a new refresh token): probe a pause
+    /// now rather than at the end of its backoff. Nothing else is made due.
+    Probe,
 }
 
 /// What a queue command gets back.

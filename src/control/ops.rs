@@ -49,6 +49,20 @@ impl Operator {
             Request::Release { id } => self.release(id).await.map(Reply::Done),
             Request::Requeue { id } => self.requeue(id).await.map(Reply::Done),
             Request::Status => Ok(Reply::Status(self.status().await?)),
+            Request::Probe => self.probe().await.map(Reply::Done),
+        }
+    }
+
+    async fn probe(&self) -> Result<Done, ControlError> {
+        match &self.scheduler {
+            None => Ok(Done::new(
+                0,
+                "the relay is not running; it logs in when it starts",
+            )),
+            Some(h) => {
+                h.probe_now().await.ok_or_else(stopping)?;
+                Ok(Done::new(0, "a paused delivery is probed now"))
+            }
         }
     }
 

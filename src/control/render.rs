@@ -13,7 +13,7 @@ use crate::scheduler::Status;
 use crate::spool::RecipientStatus;
 
 /// `3m`, `2h 5m`, `4d 1h`: a duration to the minute (seconds under a minute).
-fn short(d: Duration) -> String {
+pub fn short(d: Duration) -> String {
     let secs = d.as_secs();
     let rounded = if secs < 60 { secs } else { secs - secs % 60 };
     let rounded = if secs >= 86_400 {
@@ -28,7 +28,8 @@ fn age(now: SystemTime, then: SystemTime) -> String {
     short(now.duration_since(then).unwrap_or_default())
 }
 
-fn until(now: SystemTime, then: SystemTime) -> String {
+/// `in 4m`, or `now` for a time not ahead of `now`.
+pub fn until(now: SystemTime, then: SystemTime) -> String {
     match then.duration_since(now) {
         Ok(d) if d.as_secs() > 0 => format!("in {}", short(d)),
         _ => "now".to_owned(),
@@ -54,6 +55,11 @@ pub fn render_status(status: Option<&Status>, running: bool, now: SystemTime) ->
                           when it starts"
             .to_owned(),
         None => "relay running".to_owned(),
+        Some(s) if s.on_hold => format!(
+            "delivery on hold (delivery.hold = true): {} message(s) wait; set it to false and \
+             reload to deliver",
+            s.scheduled + s.held
+        ),
         Some(s) => match &s.pause {
             Some(p) => format!(
                 "delivery PAUSED ({}): {}; next probe {} ({})",
@@ -71,7 +77,15 @@ pub fn render_status(status: Option<&Status>, running: bool, now: SystemTime) ->
     }
 }
 
-fn message_block(out: &mut String, m: &MessageView, now: SystemTime, paused: bool) {
+/// Why queued messages are not going out, if they are not: a pause or `delivery.hold`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stopped {
+    No,
+    Paused,
+    OnHold,
+}
+
+fn message_block(out: &mut String, m: &MessageView, now: SystemTime, stopped: Stopped) {
     let _ = write!(
         out,
         "{}  {:>9}  {:>8} old  {}",
@@ -85,7 +99,10 @@ fn message_block(out: &mut String, m: &MessageView, now: SystemTime, paused: boo
     }
     if let (Some(next), MessageState::Queued | MessageState::Deferred) = (m.next_attempt, m.state) {
         match until(now, next) {
-            when if when == "now" && paused => {
+            _ if stopped == Stopped::OnHold => {
+                let _ = write!(out, ", on hold (delivery.hold)");
+            }
+            when if when == "now" && stopped == Stopped::Paused => {
                 let _ = write!(out, ", waiting for the pause to end");
             }
             when => {
@@ -136,10 +153,14 @@ pub fn render_list(listing: &Listing, now: SystemTime) -> String {
         let _ = writeln!(out, "queue is empty");
         return out;
     }
-    let paused = listing.status.as_ref().is_some_and(|s| s.pause.is_some());
+    let stopped = match &listing.status {
+        Some(s) if s.on_hold => Stopped::OnHold,
+        Some(s) if s.pause.is_some() => Stopped::Paused,
+        _ => Stopped::No,
+    };
     for m in &listing.messages {
         let _ = writeln!(out);
-        message_block(&mut out, m, now, paused);
+        message_block(&mut out, m, now, stopped);
     }
     let bytes: u64 = listing.messages.iter().map(|m| m.size).sum();
     let _ = writeln!(
@@ -157,7 +178,7 @@ pub fn render_list(listing: &Listing, now: SystemTime) -> String {
 pub fn render_show(shown: &Shown, now: SystemTime) -> String {
     let mut out = String::new();
     let m = &shown.message;
-    message_block(&mut out, m, now, false);
+    message_block(&mut out, m, now, Stopped::No);
     let _ = writeln!(
         out,
         "    received {} from {} (helo {})",

@@ -202,7 +202,7 @@ async fn secure(setup: &Setup) -> Result<(Client, Capabilities), Pause> {
         }
         TlsMode::StartTls => {
             let mut client = Client::plain(tcp, server.clone(), cfg.timeout);
-            let greeting = plain_greeting(&mut client, setup).await;
+            let greeting = plain_greeting(&mut client, setup).await?;
             greeted(greeting, &server).map_err(|p| match client.saw_tls_record() {
                 true => pause(
                     PauseKind::Tls,
@@ -274,31 +274,37 @@ async fn connect(cfg: &UpstreamConfig, server: &str) -> Result<TcpStream, Pause>
 
 /// The greeting on a plain connection. If none has come after [`PROBE_AFTER`], a second
 /// connection checks whether the port expects TLS first; if it does, waiting longer is
-/// pointless and the error says what to change.
-async fn plain_greeting(client: &mut Client, setup: &Setup) -> Result<Reply, Failure> {
+/// pointless and the error (the outer one) says what to change.
+async fn plain_greeting(
+    client: &mut Client,
+    setup: &Setup,
+) -> Result<Result<Reply, Failure>, Pause> {
     let cfg = &setup.cfg;
     let deadline = Instant::now() + cfg.timeout;
     if let Ok(answer) =
         tokio::time::timeout(PROBE_AFTER, client.read_reply_within(cfg.timeout)).await
     {
-        return answer;
+        return Ok(answer);
     }
     let probe = speaks_tls(setup);
     tokio::pin!(probe);
     let left = deadline.saturating_duration_since(Instant::now());
     tokio::select! {
-        answer = client.read_reply_within(left) => answer,
+        answer = client.read_reply_within(left) => Ok(answer),
         tls = &mut probe => {
             if tls {
-                return Err(Failure::Broken(format!(
-                    "{} sent no greeting but answers a TLS handshake: it speaks TLS from the \
-                     first byte (like port 465); set {} = \"implicit\"",
-                    client.server(),
-                    cfg.key("tls")
-                )));
+                return Err(pause(
+                    PauseKind::Tls,
+                    format!(
+                        "{} sent no greeting but answers a TLS handshake: it speaks TLS from \
+                         the first byte (like port 465); set {} = \"implicit\"",
+                        client.server(),
+                        cfg.key("tls")
+                    ),
+                ));
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            client.read_reply_within(left).await
+            Ok(client.read_reply_within(left).await)
         }
     }
 }
@@ -328,7 +334,7 @@ fn greeted(greeting: Result<Reply, Failure>, server: &str) -> Result<(), Pause> 
     match greeting {
         Ok(r) if r.code == 220 => Ok(()),
         Ok(r) => Err(refused(Stage::Greeting, &r.failure(), server)),
-        Err(Failure::Broken(why)) => Err(unreachable(format!("no greeting from {server}: {why}"))),
+        Err(Failure::Broken(why)) => Err(unreachable(format!("no greeting: {why}"))),
         Err(failure) => Err(refused(Stage::Greeting, &failure, server)),
     }
 }

@@ -144,6 +144,14 @@ pub fn explain(e: &io::Error, cfg: &UpstreamConfig, server: &str) -> String {
     }
 }
 
+/// `DnsName("smtp.test")` (how rustls presents a name) as `smtp.test`.
+fn bare_name(presented: &str) -> &str {
+    match (presented.find('"'), presented.rfind('"')) {
+        (Some(a), Some(b)) if a < b => &presented[a + 1..b],
+        _ => presented,
+    }
+}
+
 fn certificate(cert: &CertificateError, cfg: &UpstreamConfig, server: &str) -> String {
     match cert {
         CertificateError::UnknownIssuer => format!(
@@ -165,7 +173,11 @@ fn certificate(cert: &CertificateError, cfg: &UpstreamConfig, server: &str) -> S
             if presented.is_empty() {
                 "no name at all".to_owned()
             } else {
-                presented.join(", ")
+                presented
+                    .iter()
+                    .map(|p| bare_name(p))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             },
             cfg.key("tls_name")
         ),

@@ -319,13 +319,19 @@ where
             shared.metrics.received();
             Ok(reply::queued(&id_text))
         }
-        Err(e) if e.is_storage_full() => {
-            tracing::error!(error = %e, "message not queued: the spool's disk is full; client told to retry (452 4.3.1)");
-            Ok(reply::storage_full())
-        }
         Err(e) => {
-            tracing::error!(error = %e, "message not queued; client told to retry");
-            Ok(reply::not_queued())
+            let reply = if e.is_storage_full() {
+                reply::storage_full()
+            } else {
+                reply::not_queued()
+            };
+            events::not_queued(
+                session.client(),
+                &sender,
+                &e.to_string(),
+                &reply.first_line(),
+            );
+            Ok(reply)
         }
     }
 }

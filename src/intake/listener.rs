@@ -22,6 +22,7 @@ use super::reply::{self, Reply};
 use super::session::{Peer, Session};
 use super::tls::ClientStream;
 use crate::config::ListenerKind;
+use crate::observe::events;
 
 /// Connections per client address, bounded by `listen.max_connections_per_client`.
 pub struct PerClient {
@@ -122,21 +123,18 @@ pub async fn accept_loop(
             Ok(()) => false,
             Err(_) if can_authenticate => true,
             Err(rejection) => {
-                tracing::warn!(client = %peer, "client rejected: not in listen.allowed_networks");
+                events::client_refused(peer, "not in listen.allowed_networks");
                 tracker.spawn(refuse(stream, refusal(rejection.into())));
                 continue;
             }
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tracing::warn!(client = %peer, "connection refused: listen.max_connections reached");
+            events::client_refused(peer, "listen.max_connections reached");
             tracker.spawn(refuse(stream, refusal(reply::too_many_connections())));
             continue;
         };
         let Some(slot) = per_client.try_acquire(peer.ip().to_canonical()) else {
-            tracing::warn!(
-                client = %peer,
-                "connection refused: listen.max_connections_per_client reached"
-            );
+            events::client_refused(peer, "listen.max_connections_per_client reached");
             tracker.spawn(refuse(stream, refusal(reply::too_many_connections())));
             continue;
         };

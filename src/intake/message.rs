@@ -10,11 +10,32 @@
 //!   the blind copies.
 //!
 //! Everything after the header section is stored byte for byte.
+//!
+//! What is added is bounded by [`crate::config::defaults::ADDED_HEADERS_MAX`] (the HELO name
+//! in `Received:` is cut at [`HELO_SHOWN`] bytes, an over-long recipient is not named), so the
+//! default size limit, Gmail's less that bound, never lets through a message Gmail refuses.
 
 use std::net::IpAddr;
 use std::time::SystemTime;
 
 use crate::rfc5322;
+
+/// Most bytes of the client's HELO name shown in `Received:` (a DNS name is at most 253).
+pub const HELO_SHOWN: usize = 255;
+/// The longest recipient named in `Received:` (RFC 5321's limit on a path is 256).
+const RECIPIENT_SHOWN: usize = 254;
+
+/// `text` cut to at most `max` bytes at a character boundary.
+fn cut(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
 
 /// What the `Received:` header records.
 pub struct Trace<'a> {
@@ -43,12 +64,14 @@ pub fn received_header(t: &Trace<'_>) -> Vec<u8> {
     };
     let mut h = format!(
         "Received: from {} ({client})\r\n\tby {} (gmail-relay) with {} id {}",
-        rfc5322::printable(t.helo),
+        rfc5322::printable(cut(t.helo, HELO_SHOWN)),
         t.by,
         t.protocol,
         t.id
     );
-    if let [only] = t.recipients {
+    if let [only] = t.recipients
+        && only.len() <= RECIPIENT_SHOWN
+    {
         h.push_str(&format!("\r\n\tfor <{}>", rfc5322::printable(only)));
     }
     h.push_str(&format!("; {}\r\n", rfc5322::date(t.at)));
@@ -99,6 +122,42 @@ pub fn hygiene(message: &mut Vec<u8>, message_id: &str, now: SystemTime) -> Hygi
 mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
+
+    /// The worst case: the longest HELO a command line allows, the longest host name, an
+    /// IPv6 client, one long recipient, no Date and no Message-ID.
+    #[test]
+    fn what_the_relay_adds_stays_within_its_bound() {
+        let by = [
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(61),
+        ]
+        .join(".");
+        assert_eq!(by.len(), 253);
+        let helo = "h".repeat(4090);
+        let rcpt = vec![format!("{}@example.com", "r".repeat(240))];
+        let trace = received_header(&Trace {
+            helo: &helo,
+            client: "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe".parse().unwrap(),
+            by: &by,
+            protocol: "UTF8SMTPSA",
+            id: "0123456789abcdef",
+            recipients: &rcpt,
+            at: SystemTime::now(),
+        });
+        let mut body = b"Subject: x\r\n\r\nx\r\n".to_vec();
+        let message_id = format!("0123456789abcdef.ffffffff@{by}");
+        let fixed = hygiene(&mut body, &message_id, SystemTime::now());
+        let added = trace.len() + fixed.added.len();
+        assert!(
+            added as u64 <= crate::config::defaults::ADDED_HEADERS_MAX,
+            "{added} bytes"
+        );
+        let shown = String::from_utf8(trace).unwrap();
+        assert!(shown.contains(&"h".repeat(HELO_SHOWN)) && !shown.contains(&"h".repeat(256)));
+        assert_eq!(cut("ééé", 3), "é", "cut at a character boundary");
+    }
 
     #[test]
     fn received_header_shape() {

@@ -59,8 +59,7 @@ impl Reply {
         }
     }
 
-    /// The first line as it appears on the wire, without CRLF (for tests).
-    #[cfg(test)]
+    /// The first line as it appears on the wire, without CRLF (for the log and tests).
     pub fn first_line(&self) -> String {
         let mut out = Vec::new();
         Reply {

@@ -17,6 +17,7 @@ use super::command::{self, Command, CommandError};
 use super::reply::{self, Reply};
 use super::sasl::{self, Exchange, Step};
 use crate::auth::{Secret, Users};
+use crate::observe::events;
 use crate::policy::Policy;
 
 /// Errors allowed before the session is closed (Postfix's `smtpd_hard_error_limit` is 20).
@@ -134,12 +135,11 @@ impl Session {
 
     /// The verdict on credentials from [`Action::Verify`].
     pub fn auth_checked(&mut self, user: String, ok: bool) -> Action {
+        events::client_auth(self.client, &user, ok);
         if ok {
-            tracing::info!(client = %self.client, user, "client authenticated");
             self.authenticated = Some(user);
             Action::Reply(reply::auth_ok())
         } else {
-            tracing::warn!(client = %self.client, user, "client authentication failed");
             self.error(reply::auth_failed())
         }
     }
@@ -261,7 +261,11 @@ impl Session {
                 if !sender.is_ascii() && !smtputf8 {
                     return Err(reply::needs_smtputf8());
                 }
-                self.settings.policy.sender(&sender)?;
+                self.settings.policy.sender(&sender).map_err(|r| {
+                    let reply = Reply::from(r);
+                    events::sender_refused(self.client, &sender, &reply.first_line());
+                    reply
+                })?;
                 self.tx = Some(Transaction {
                     sender,
                     recipients: Vec::new(),
@@ -283,7 +287,11 @@ impl Session {
                 if !recipient.is_ascii() && !tx.smtputf8 {
                     return Err(reply::needs_smtputf8());
                 }
-                policy.recipient(&recipient)?;
+                policy.recipient(&recipient).map_err(|r| {
+                    let reply = Reply::from(r);
+                    events::recipient_refused(self.client, &recipient, &reply.first_line());
+                    reply
+                })?;
                 policy.another_recipient(tx.recipients.len())?;
                 if notify_never {
                     tx.notify_never.push(recipient.clone());

@@ -1,10 +1,14 @@
 //! The mail event log: one line per event in a message's life, target `gmail_relay::mail`.
 //!
-//! Field names are a stable interface (`id`, `client`, `from`, `to`, `size`, `reply`,
-//! `reason`, `next_attempt`, `attempts`); change them only with a note in the README. An empty
-//! sender (the null sender `<>`) is logged as `<>`.
+//! Every acceptance and refusal at the intake (clients turned away, AUTH results, refused
+//! senders and recipients, messages that could not be queued) and everything that happens to a
+//! queued message is one call here, so one grep of the log finds them all.
+//!
+//! Field names are a stable interface (`id`, `client`, `user`, `from`, `to`, `size`, `reply`,
+//! `reason`, `error`, `cause`, `next_attempt`, `attempts`); change them only with a note in the
+//! README. An empty sender (the null sender `<>`) is logged as `<>`.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::SystemTime;
 
 use tracing::{error, info, warn};
@@ -17,6 +21,36 @@ fn sender(from: &str) -> &str {
 
 fn when(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// A client was turned away at connect, with why (`reason` names the setting).
+pub fn client_refused(client: SocketAddr, reason: &str) {
+    warn!(target: TARGET, %client, reason, "client refused");
+}
+
+/// A client authenticated to the listener (or failed to).
+pub fn client_auth(client: IpAddr, user: &str, ok: bool) {
+    if ok {
+        info!(target: TARGET, %client, user, "client authenticated");
+    } else {
+        warn!(target: TARGET, %client, user, "client authentication failed");
+    }
+}
+
+/// A sender (MAIL FROM) was refused with `reply`.
+pub fn sender_refused(client: IpAddr, from: &str, reply: &str) {
+    warn!(target: TARGET, %client, from = sender(from), reply, "sender refused");
+}
+
+/// A recipient (RCPT TO) was refused with `reply`.
+pub fn recipient_refused(client: IpAddr, to: &str, reply: &str) {
+    warn!(target: TARGET, %client, to, reply, "recipient refused");
+}
+
+/// A message was received but could not be queued (`error`); the client got `reply` and
+/// keeps the message.
+pub fn not_queued(client: IpAddr, from: &str, error: &str, reply: &str) {
+    error!(target: TARGET, %client, from = sender(from), error, reply, "not queued");
 }
 
 /// A message was committed to the spool and acknowledged with 250.

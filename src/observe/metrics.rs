@@ -56,7 +56,7 @@ pub struct Snapshot {
     pub failed: usize,
     /// When the oldest queued message arrived.
     pub oldest: Option<SystemTime>,
-    /// The cause of the current pause ("unreachable", "credentials", "quota").
+    /// The cause of the current pause ("unreachable", "tls", "credentials", "quota").
     pub pause: Option<String>,
     /// Recipients left in the send budget's minute and day windows (when limited).
     pub budget_minute: Option<u32>,
@@ -65,7 +65,7 @@ pub struct Snapshot {
 }
 
 /// The causes a pause can have, each with its own series.
-const CAUSES: [&str; 3] = ["unreachable", "credentials", "quota"];
+const CAUSES: [&str; 4] = ["unreachable", "tls", "credentials", "quota"];
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -150,7 +150,7 @@ impl Metrics {
         );
         registry.register(
             "delivery_paused",
-            "1 while delivery is paused for this cause (unreachable, credentials, quota)",
+            "1 while delivery is paused for this cause (unreachable, tls, credentials, quota)",
             paused.clone(),
         );
         registry.register(

@@ -31,6 +31,8 @@ pub enum Command {
     Add(QueuedMessage),
     /// Report the state of delivery.
     Status(oneshot::Sender<Status>),
+    /// Probe a pause now (the credentials changed); nothing else is made due.
+    Probe(oneshot::Sender<()>),
     /// Put new settings in force (SIGHUP). The concurrency keeps its value. With `probe`
     /// (the upstream credentials changed) a pause is probed at once.
     Reload {
@@ -143,6 +145,11 @@ impl Handle {
         });
     }
 
+    /// See [`Command::Probe`]; `None` if the scheduler has stopped.
+    pub async fn probe_now(&self) -> Option<()> {
+        self.ask(Command::Probe).await
+    }
+
     /// See [`Command::Status`]; `None` if the scheduler has stopped.
     pub async fn status(&self) -> Option<Status> {
         self.ask(Command::Status).await
@@ -165,7 +172,7 @@ impl<C: Courier> Scheduler<C> {
                     self.due.remove(entry);
                     self.due.insert((now, entry.1));
                 }
-                self.pause.probe_now(now);
+                self.probe_now();
                 self.budget.wake_now();
                 let _ = reply.send(chosen.len());
             }
@@ -210,6 +217,10 @@ impl<C: Courier> Scheduler<C> {
                 });
             }
             Command::Reload { settings, probe } => self.reload(*settings, probe),
+            Command::Probe(reply) => {
+                self.probe_now();
+                let _ = reply.send(());
+            }
         }
     }
 
@@ -218,7 +229,7 @@ impl<C: Courier> Scheduler<C> {
         self.budget
             .set_limits(settings.max_per_minute, settings.max_per_day);
         if probe {
-            self.pause.probe_now(tokio::time::Instant::now());
+            self.probe_now();
         }
         self.ctx = std::sync::Arc::new(super::attempt::Ctx::new(
             self.ctx.spool.clone(),

@@ -125,6 +125,8 @@ struct Scheduler<C: Courier> {
     budget: SendBudget,
     /// Attempts in a row that panicked, per message (sets their backoff).
     panics: HashMap<QueueId, u32>,
+    /// Messages put off by the pause; due at once when it ends.
+    put_off: HashSet<QueueId>,
 }
 
 /// Runs the scheduler until `cancel` fires and the attempts in flight have finished.
@@ -155,6 +157,7 @@ pub async fn run<C: Courier>(
         pause: PauseState::default(),
         budget,
         panics: HashMap::new(),
+        put_off: HashSet::new(),
     };
     for q in recovered {
         if q.held {
@@ -309,6 +312,7 @@ impl<C: Courier> Scheduler<C> {
         self.panics.remove(&id);
         if report.reached_upstream && self.pause.resume() {
             events::upstream_resumed();
+            self.bring_forward(|s| std::mem::take(&mut s.put_off));
         }
         if self
             .budget
@@ -322,6 +326,7 @@ impl<C: Courier> Scheduler<C> {
             Next::At { at, pending } => self.schedule(id, at, pending),
             Next::Pause { at, pending, pause } => {
                 self.schedule(id, at, pending);
+                self.put_off.insert(id);
                 let news = self
                     .pause
                     .pause(pause.clone(), self.ctx.clock.instant_of(at), plan);
@@ -329,6 +334,30 @@ impl<C: Courier> Scheduler<C> {
                     events::upstream_paused(cause_name(pause.kind), &pause.to_string(), at);
                 }
             }
+        }
+    }
+
+    /// Makes the scheduled messages `pick` chooses due now.
+    fn bring_forward(&mut self, pick: impl FnOnce(&mut Self) -> HashSet<QueueId>) {
+        let chosen = pick(self);
+        let now = Instant::now();
+        let moved: Vec<(Instant, QueueId)> = self
+            .due
+            .iter()
+            .filter(|(_, id)| chosen.contains(id))
+            .copied()
+            .collect();
+        for entry in moved {
+            self.due.remove(&entry);
+            self.due.insert((now, entry.1));
+        }
+    }
+
+    /// Probes a pause now (the operator asked, or the credentials changed): the message due
+    /// first is the probe.
+    fn probe_now(&mut self) {
+        if self.pause.probe_now(Instant::now()) {
+            self.bring_forward(|s| s.due.first().map(|&(_, id)| id).into_iter().collect());
         }
     }
 

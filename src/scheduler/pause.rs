@@ -131,13 +131,15 @@ impl PauseState {
     }
 
     /// Probe at once (the operator asked, or the credentials changed), keeping the automatic
-    /// schedule in case the probe fails.
-    pub fn probe_now(&mut self, now: Instant) {
-        if let Some(p) = &mut self.current
-            && now < p.until
-        {
-            p.automatic = Some(p.automatic.unwrap_or(p.until));
-            p.until = now;
+    /// schedule in case the probe fails. Returns true if a probe was brought forward.
+    pub fn probe_now(&mut self, now: Instant) -> bool {
+        match &mut self.current {
+            Some(p) if now < p.until => {
+                p.automatic = Some(p.automatic.unwrap_or(p.until));
+                p.until = now;
+                true
+            }
+            _ => false,
         }
     }
 

@@ -1,4 +1,5 @@
-//! Certificates generated per test run: a CA and a leaf for 127.0.0.1 and localhost.
+//! Certificates generated per test run: a CA and a leaf for 127.0.0.1 and localhost (or the
+//! names a test asks for).
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
@@ -10,6 +11,11 @@ pub struct TestCerts {
 }
 
 pub fn generate() -> TestCerts {
+    generate_for(&["127.0.0.1", "localhost"])
+}
+
+/// Like [`generate`], with a server certificate for exactly `names`.
+pub fn generate_for(names: &[&str]) -> TestCerts {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -21,7 +27,7 @@ pub fn generate() -> TestCerts {
     let issuer = Issuer::new(ca_params, ca_key);
     let key = KeyPair::generate().unwrap();
     let params =
-        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
     let cert = params.signed_by(&key, &issuer).unwrap();
     TestCerts {
         ca_pem: ca_cert.pem(),

@@ -5,6 +5,7 @@
 
 pub mod certs;
 pub mod dialog;
+pub mod logs;
 pub mod token;
 pub mod upstream;
 
@@ -388,13 +389,7 @@ pub async fn run_binary(args: Vec<String>, env: Vec<(String, String)>, stdin: Ve
 impl TestRelay {
     /// `gmail-relay queue --config <this relay's config> <args>`.
     pub async fn queue(&self, args: &[&str]) -> Run {
-        let mut all = vec![
-            "queue".to_owned(),
-            "--config".to_owned(),
-            self.config.display().to_string(),
-        ];
-        all.extend(args.iter().map(|a| a.to_string()));
-        run_binary(all, vec![], vec![]).await
+        self.tool("queue", args).await
     }
 
     /// The ids in the queue directory, oldest first.
@@ -414,7 +409,67 @@ impl TestRelay {
     }
 }
 
+/// The upstream password as the binary's environment, as an operator would pass it.
+pub fn password_env() -> Vec<(String, String)> {
+    vec![(
+        "GMAIL_RELAY__UPSTREAM__PASSWORD".to_owned(),
+        PASSWORD.to_owned(),
+    )]
+}
+
+/// A short message every test may send.
+pub const MSG: &[u8] = b"Subject: test\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <t@app.test>\r\n\r\nbody\r\n";
+
+/// Submits [`MSG`] from `app@example.com` to `to` and checks it was queued.
+pub async fn send(relay: &TestRelay, to: &str) {
+    let reply = submit(relay.addr(), "app@example.com", &[to], MSG).await;
+    assert!(reply.starts_with("250 2.0.0"), "{reply}");
+}
+
+/// `gmail-relay check --upstream` on a config file with this text (the password from the
+/// environment): logs in without sending.
+pub async fn check_upstream(config: &str) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.toml");
+    std::fs::write(&path, config).unwrap();
+    let args = [
+        "check",
+        "--config",
+        &path.display().to_string(),
+        "--upstream",
+    ];
+    run_binary(
+        args.iter().map(|a| a.to_string()).collect(),
+        password_env(),
+        vec![],
+    )
+    .await
+}
+
 impl TestRelay {
+    /// Starts the relay, then rewrites its config file with the ports it bound (listener, then
+    /// metrics), so that the binary's local tools (`queue`, `health`, `send-test`) find it.
+    pub async fn start_for_tools(config: &str) -> TestRelay {
+        let relay = TestRelay::start(config).await;
+        let mut bound = config.replacen("127.0.0.1:0", &relay.addr().to_string(), 1);
+        if let Some(metrics) = relay.metrics_addr() {
+            bound = bound.replacen("127.0.0.1:0", &metrics.to_string(), 1);
+        }
+        std::fs::write(&relay.config, bound).unwrap();
+        relay
+    }
+
+    /// `gmail-relay <command> --config <this relay's config> <args>`.
+    pub async fn tool(&self, command: &str, args: &[&str]) -> Run {
+        let mut all = vec![
+            command.to_owned(),
+            "--config".to_owned(),
+            self.config.display().to_string(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        run_binary(all, vec![], vec![]).await
+    }
+
     /// The health/metrics endpoint, when `metrics.addr` is set.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.daemon.as_ref().unwrap().metrics_addr()

@@ -62,6 +62,24 @@ pub struct Script {
     pub size: Option<usize>,
     /// XOAUTH2 bearer tokens refused (with Google's 334 JSON challenge, then 535).
     pub rejected_tokens: std::collections::HashSet<String>,
+    /// Replies to the next STARTTLS commands instead of 220 (e.g. Exim's
+    /// `454 4.7.0 TLS not available due to temporary reason`).
+    pub starttls_replies: VecDeque<String>,
+    /// The reply to a RCPT over `max_rcpt_per_tx` (default Gmail's `452 4.5.3 ...`; Exim
+    /// says a bare `452 too many recipients`).
+    pub too_many_rcpt_reply: Option<String>,
+}
+
+impl Script {
+    /// Every login refused with Gmail's `535 5.7.8` (a revoked app password).
+    pub fn refusing_logins() -> Script {
+        Script {
+            auth_replies: (0..1000)
+                .map(|_| "535 5.7.8 Username and Password not accepted".to_owned())
+                .collect(),
+            ..Script::default()
+        }
+    }
 }
 
 /// A message the fake upstream accepted.
@@ -106,8 +124,13 @@ struct Shared {
 
 impl FakeUpstream {
     pub async fn start(mode: Mode, script: Script) -> FakeUpstream {
+        Self::start_named(mode, script, &["127.0.0.1", "localhost"]).await
+    }
+
+    /// Like [`FakeUpstream::start`], with a certificate for exactly these names.
+    pub async fn start_named(mode: Mode, script: Script, names: &[&str]) -> FakeUpstream {
         let dir = tempfile::tempdir().unwrap();
-        let (acceptor, ca_pem) = tls_acceptor();
+        let (acceptor, ca_pem) = tls_acceptor(names);
         let ca_file = dir.path().join("ca.pem");
         std::fs::write(&ca_file, ca_pem).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -219,9 +242,9 @@ fn accept_loop(
     })
 }
 
-/// A CA, and a certificate for 127.0.0.1 and localhost signed by it.
-fn tls_acceptor() -> (TlsAcceptor, String) {
-    let certs = super::certs::generate();
+/// A CA, and a certificate for `names` signed by it.
+fn tls_acceptor(names: &[&str]) -> (TlsAcceptor, String) {
+    let certs = super::certs::generate_for(names);
     let chain: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(certs.cert_pem.as_bytes())
             .map(Result::unwrap)
@@ -435,6 +458,11 @@ async fn serve(
                 c.reply(&lines.join("\r\n")).await?;
             }
             "STARTTLS" if !tls => {
+                let scripted = shared.script.lock().unwrap().starttls_replies.pop_front();
+                if let Some(reply) = scripted {
+                    c.reply(&reply).await?;
+                    continue;
+                }
                 c.reply("220 2.0.0 Ready to start TLS").await?;
                 let Io::Plain(tcp) = std::mem::replace(&mut c.io, Io::Gone) else {
                     unreachable!()
@@ -558,16 +586,19 @@ async fn serve(
             }
             "RCPT" => {
                 let addr = between_brackets(&line);
-                let (scripted, max) = {
+                let (scripted, max, too_many) = {
                     let script = shared.script.lock().unwrap();
                     (
                         script.rcpt_replies.get(&addr).cloned(),
                         script.max_rcpt_per_tx,
+                        script.too_many_rcpt_reply.clone(),
                     )
                 };
                 if max.is_some_and(|max| to.len() >= max) {
-                    c.reply("452 4.5.3 Your message has too many recipients. - gsmtp")
-                        .await?;
+                    let reply = too_many.unwrap_or_else(|| {
+                        "452 4.5.3 Your message has too many recipients. - gsmtp".into()
+                    });
+                    c.reply(&reply).await?;
                     continue;
                 }
                 match scripted {
