@@ -18,13 +18,13 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::config_for;
-use common::upstream::{FakeUpstream, Mode, PASSWORD, Script};
+use common::upstream::{FakeUpstream, Mode, Script};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -105,16 +105,7 @@ impl Relay {
             .append(true)
             .open(&self.log)
             .unwrap();
-        self.child = Some(
-            Command::new(env!("CARGO_BIN_EXE_gmail-relay"))
-                .args(["serve", "--config", self.config.to_str().unwrap()])
-                .env("GMAIL_RELAY__UPSTREAM__PASSWORD", PASSWORD)
-                .env_remove("RUST_LOG")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
+        self.child = Some(common::spawn_relay(&self.config, log, None));
     }
 
     fn kill(&mut self) {
@@ -155,17 +146,13 @@ async fn no_acknowledged_message_is_lost_across_sigkills() {
 
     let up = Arc::new(FakeUpstream::start(Mode::StartTls, Script::default()).await);
     let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let config = dir.path().join("relay.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let (config, addr) = common::fixed_port_config(
+        dir.path(),
+        &format!(
             "{}\n[delivery]\nbounce = \"none\"\n",
-            config_for(&up, "max_connections = 4").replace("127.0.0.1:0", &addr.to_string())
+            config_for(&up, "max_connections = 4")
         ),
-    )
-    .unwrap();
+    );
     let mut relay = Relay {
         config,
         log: dir.path().join("relay.log"),

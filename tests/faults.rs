@@ -411,9 +411,7 @@ async fn a_bare_452_after_an_accepted_recipient_sends_the_rest_at_once() {
         ..Script::default()
     };
     let up = FakeUpstream::start(Mode::StartTls, script).await;
-    let slow = config(&up, "")
-        .replace("retry_min = \"100ms\"", "retry_min = \"1h\"")
-        .replace("retry_max = \"400ms\"", "retry_max = \"2h\"");
+    let slow = common::slow_retries(&config(&up, ""));
     let mut relay = TestRelay::start(&slow).await;
     let to = ["a@example.com", "b@example.com", "c@example.com"];
     assert!(

@@ -13,10 +13,7 @@ const MSG: &[u8] = b"Subject: queue test\r\nFrom: app@example.com\r\n\r\nthe bod
 /// Retries an hour apart, so a deferred message stays put unless the test moves it; no
 /// bounces, so the upstream sees only the test's messages.
 fn slow_retries(up: &FakeUpstream) -> String {
-    config_for(up, "")
-        .replace("retry_min = \"100ms\"", "retry_min = \"1h\"")
-        .replace("retry_max = \"400ms\"", "retry_max = \"2h\"")
-        + "\n[delivery]\nbounce = \"none\"\n"
+    common::slow_retries(&config_for(up, "")) + "\n[delivery]\nbounce = \"none\"\n"
 }
 
 async fn send(relay: &TestRelay, to: &str) -> String {

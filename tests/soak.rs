@@ -10,12 +10,12 @@ mod common;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::upstream::{FakeUpstream, Mode, PASSWORD, Script};
+use common::upstream::{FakeUpstream, Mode, Script};
 use common::{Client, config_for};
 
 /// One sample of the relay process.
@@ -81,27 +81,16 @@ async fn a_long_run_with_upstream_faults_loses_nothing_and_does_not_grow() {
         .unwrap_or(120);
     let up = Arc::new(FakeUpstream::start(Mode::StartTls, Script::default()).await);
     let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let config = dir.path().join("relay.toml");
-    std::fs::write(
-        &config,
-        config_for(&up, "")
-            .replace("127.0.0.1:0", &addr.to_string())
+    let (config, addr) = common::fixed_port_config(
+        dir.path(),
+        &(config_for(&up, "")
             .replace("retry_min = \"100ms\"", "retry_min = \"1s\"")
             .replace("retry_max = \"400ms\"", "retry_max = \"5s\"")
             .replace("timeout = \"5s\"", "timeout = \"2s\"")
-            + "\n[delivery]\nbounce = \"none\"\nauth_pause_min = \"1s\"\nauth_pause_max = \"5s\"\n",
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gmail-relay"))
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .env("GMAIL_RELAY__UPSTREAM__PASSWORD", PASSWORD)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("relay.log")).unwrap())
-        .spawn()
-        .unwrap();
+            + "\n[delivery]\nbounce = \"none\"\nauth_pause_min = \"1s\"\nauth_pause_max = \"5s\"\n"),
+    );
+    let log = std::fs::File::create(dir.path().join("relay.log")).unwrap();
+    let mut child = common::spawn_relay(&config, log, Some("info"));
     let pid = child.id();
     common::eventually("the relay listens", || {
         std::net::TcpStream::connect(addr).is_ok()

@@ -18,7 +18,7 @@
 
 pub mod authorize;
 mod oauth2;
-mod users;
+pub(crate) mod users;
 
 pub use crate::secret::{Secret, SecretFileError, SecretSource};
 pub use oauth2::{

@@ -112,6 +112,11 @@ pub fn hash_password(password: &[u8]) -> String {
         .to_string()
 }
 
+/// A well-formed bcrypt hash that no password matches, for tests that need users to exist.
+#[cfg(test)]
+pub(crate) const BCRYPT_SHAPED: &str =
+    "$2b$04$abcdefghijklmnopqrstuuO2Fj7bWQ0F7d8uy8bQ3Vm1e4yTn4W.S";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,12 +150,9 @@ mod tests {
             ("u:$2b$04$short", "60"),
             ("u:$argon2id$garbage", "argon2"),
         ] {
-            let err = Users::parse([
-                "ok:$2b$04$abcdefghijklmnopqrstuuO2Fj7bWQ0F7d8uy8bQ3Vm1e4yTn4W.S",
-                entry,
-            ])
-            .err()
-            .unwrap();
+            let err = Users::parse([&format!("ok:{BCRYPT_SHAPED}"), entry])
+                .err()
+                .unwrap();
             assert_eq!(err.0, 1, "{entry}");
             assert!(err.1.contains(why), "{entry}: {}", err.1);
         }

@@ -1,117 +1,134 @@
-//! A fuzzing entry point: one client's bytes through the whole sans-IO intake (line framing,
-//! command parsing, the session, the DATA reader, header hygiene, the trace header), without
-//! sockets or disk. Used by `fuzz/fuzz_targets/session.rs`; not part of the relay's API.
+//! A fuzzing entry point: one client's bytes through the intake's own I/O loop
+//! (`connection::serve`: line framing, command parsing, the session, STARTTLS and AUTH, the
+//! DATA reader, header hygiene, the trace header), over an in-memory stream, with the spool
+//! replaced by a [`Queue`] that checks what would be committed. Used by
+//! `fuzz/fuzz_targets/session.rs`; not part of the relay's API.
 //!
-//! It follows the I/O loop in `connection` step for step, with "commit" replaced by building
-//! the bytes that would be committed, and asserts the invariants that must hold for any input:
-//! stored messages only contain CRLF line endings and stay within the size limit.
+//! The invariants checked for any input: a committed message has no bare LF, at least one
+//! recipient, and is no larger than the size limit plus what the relay adds.
 
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::cell::RefCell;
+use std::sync::{Arc, OnceLock};
 
-use super::connection::{Input, Line};
-use super::data::{DataReader, Progress};
-use super::message::{self, Trace};
-use super::reply;
-use super::session::{Action, Peer, Session, Settings};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use super::connection::{Queue, Shared, serve};
+use super::session::{Peer, Session, Settings};
 use crate::auth::Users;
-use crate::config::ListenConfig;
+use crate::config::{ListenConfig, defaults};
 use crate::policy::Policy;
+use crate::spool::{Envelope, QueueId, SpoolError};
+
+/// The fuzz target's size limit.
+const MAX_SIZE: usize = 4096;
+
+/// Checks instead of committing.
+struct Check;
+
+impl Queue for Check {
+    fn new_id(&self) -> QueueId {
+        QueueId::parse("0000000000000001").expect("a valid id")
+    }
+
+    async fn commit(
+        &self,
+        _id: QueueId,
+        envelope: Envelope,
+        parts: Vec<Vec<u8>>,
+    ) -> Result<(), SpoolError> {
+        assert!(
+            !envelope.recipients.is_empty(),
+            "a message without recipients"
+        );
+        let size: usize = parts.iter().map(Vec::len).sum();
+        assert!(
+            size as u64 <= MAX_SIZE as u64 + defaults::ADDED_HEADERS_MAX,
+            "{size} bytes stored"
+        );
+        for part in &parts {
+            for (i, &b) in part.iter().enumerate() {
+                assert!(
+                    b != b'\n' || (i > 0 && part[i - 1] == b'\r'),
+                    "bare LF stored"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+thread_local! {
+    /// One runtime per fuzzing thread: building one per input would cost more than the input.
+    static RUNTIME: RefCell<Option<tokio::runtime::Runtime>> = const { RefCell::new(None) };
+}
 
 /// Runs `input` as everything one client sends. Panics if an invariant breaks.
 pub fn session(input: &[u8]) {
+    RUNTIME.with(|rt| {
+        let mut rt = rt.borrow_mut();
+        let rt = rt.get_or_insert_with(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .expect("a current-thread runtime")
+        });
+        rt.block_on(run(input));
+    });
+}
+
+async fn run(input: &[u8]) {
     let cfg = ListenConfig {
-        max_message_size: 4096,
+        max_message_size: MAX_SIZE,
         max_recipients: 8,
         ..ListenConfig::for_tests()
     };
-    let settings = Arc::new(Settings {
-        hostname: cfg.hostname.clone(),
-        policy: Policy::new(&cfg),
-        users: fuzz_users(),
-        plaintext_auth: false,
-    });
+    let shared = Shared {
+        settings: Arc::new(Settings {
+            hostname: cfg.hostname.clone(),
+            policy: Policy::new(&cfg),
+            users: fuzz_users(),
+            plaintext_auth: false,
+        }),
+        queue: Check,
+        idle_timeout: cfg.idle_timeout,
+        data_timeout: cfg.data_timeout,
+        tls: None,
+        metrics: Default::default(),
+    };
     let peer = Peer {
         ip: "127.0.0.1".parse().expect("literal"),
         tls: false,
         can_starttls: true,
         needs_auth: input.first().is_some_and(|b| b & 1 == 1),
     };
-    let mut session = Session::new(settings, peer);
-    let mut input = Input::new(input.to_vec());
-    let mut out = Vec::new();
-    session.greeting().write_to(&mut out);
-    while let Some(line) = input.next_line() {
-        let action = match line {
-            Line::Command(range) => session.command(&input.buf[range]),
-            Line::TooLong => session.error(reply::line_too_long()),
-        };
-        let action = match action {
-            Action::ReadData(go) => {
-                go.write_to(&mut out);
-                let tx = session.take_transaction().expect("a transaction after 354");
-                let mut reader = DataReader::new(cfg.max_message_size);
-                let Progress::Done(n) = reader.feed(input.pending()) else {
-                    return; // the client stopped mid-DATA: nothing would be queued
-                };
-                input.start += n;
-                let reply = match reader.finish() {
-                    None => Policy::new(&cfg).too_big().into(),
-                    Some(mut body) => {
-                        assert!(body.len() <= cfg.max_message_size);
-                        let fixed = message::hygiene(&mut body, "id@relay.test", SystemTime::now());
-                        let trace = message::received_header(&Trace {
-                            helo: session.helo(),
-                            client: session.client(),
-                            by: "relay.test",
-                            protocol: session.protocol(&tx),
-                            id: "0000000000000001",
-                            recipients: &tx.recipients,
-                            at: SystemTime::now(),
-                        });
-                        for part in [&trace, &fixed.added, &body] {
-                            for (i, &b) in part.iter().enumerate() {
-                                assert!(
-                                    b != b'\n' || (i > 0 && part[i - 1] == b'\r'),
-                                    "bare LF stored"
-                                );
-                            }
-                        }
-                        assert!(!tx.recipients.is_empty());
-                        reply::queued("0000000000000001")
-                    }
-                };
-                session.message_done(reply)
-            }
-            other => other,
-        };
-        match action {
-            Action::Reply(r) | Action::ReadData(r) => r.write_to(&mut out),
-            // Checking a real hash is slow; the outcome is taken from the password instead.
-            Action::Verify { user, password } => {
-                let ok = password.expose() == "ok";
-                match session.auth_checked(user, ok) {
-                    Action::Reply(r) => r.write_to(&mut out),
-                    _ => return,
-                }
-            }
-            // Take the rest of the input as what came over TLS, to reach the states after it.
-            Action::StartTls(r) => {
-                r.write_to(&mut out);
-                session.tls_started();
-            }
-            Action::Close(r) => {
-                r.write_to(&mut out);
-                return;
-            }
-        }
-    }
+    let session = Session::new(shared.settings.clone(), peer);
+    let (mut client, mut server) = tokio::io::duplex(input.len() + 1);
+    // Everything the client sends, then the end of its stream; its replies are drained so the
+    // server never waits for room to write.
+    client.write_all(input).await.expect("room for the input");
+    client.shutdown().await.expect("an in-memory shutdown");
+    let drain = async {
+        let mut replies = Vec::new();
+        let _ = client.read_to_end(&mut replies).await;
+    };
+    let serve = async {
+        serve(&mut server, session, &shared, &CancellationToken::new()).await;
+        drop(server);
+    };
+    tokio::join!(serve, drain);
 }
 
-/// One user, so AUTH is offered; its hash is never checked (see `Action::Verify` above).
+/// One user, `u`, with the password `ok` (bcrypt at the lowest cost, made once), so AUTH is
+/// offered and can succeed.
 fn fuzz_users() -> Users {
-    Users::parse(["u:$2b$04$abcdefghijklmnopqrstuuO2Fj7bWQ0F7d8uy8bQ3Vm1e4yTn4W.S"])
-        .expect("a valid bcrypt-shaped entry")
+    static USERS: OnceLock<Users> = OnceLock::new();
+    USERS
+        .get_or_init(|| {
+            let hash = bcrypt::hash("ok", 4).expect("bcrypt hashes");
+            Users::parse([format!("u:{hash}").as_str()]).expect("a valid entry")
+        })
+        .clone()
 }
 
 #[cfg(test)]
@@ -134,5 +151,30 @@ mod tests {
         super::session(
             b"EHLO x\r\nMAIL FROM:<>\r\nRCPT TO:<a@b.c>\r\nDATA\r\nSubject: x\r\nBcc: y\r\n\r\nhi\n.\r\n.\r\nQUIT\r\n",
         );
+    }
+
+    #[test]
+    #[should_panic(expected = "a message without recipients")]
+    fn the_check_runs_on_what_would_be_committed() {
+        use super::Queue;
+        let envelope = crate::spool::Envelope {
+            sender: String::new(),
+            recipients: vec![],
+            received_at: std::time::SystemTime::now(),
+            client: "127.0.0.1".parse().unwrap(),
+            helo: "x".into(),
+            eight_bit_mime: false,
+            smtputf8: false,
+            notify_never: vec![],
+        };
+        let id = super::Check.new_id();
+        let _ = block_on(super::Check.commit(id, envelope, vec![]));
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
     }
 }

@@ -109,7 +109,7 @@ impl Intake {
     /// connections. Addresses and connection limits keep their values until a restart.
     pub fn reconfigure(&self, setup: &Setup) {
         let old = self.snapshot();
-        let shared = shared(setup, old.spool.clone(), old.metrics.clone());
+        let shared = shared(setup, old.queue.clone(), old.metrics.clone());
         *self.current.write().expect("intake settings lock") = Arc::new(shared);
     }
 }
@@ -123,7 +123,7 @@ fn shared(setup: &Setup, spool: Spool, metrics: Metrics) -> connection::Shared {
             users: setup.users.clone(),
             plaintext_auth: cfg.danger_allow_plaintext_auth,
         }),
-        spool,
+        queue: spool,
         idle_timeout: cfg.idle_timeout,
         data_timeout: cfg.data_timeout,
         tls: setup.tls.clone(),

@@ -1,5 +1,7 @@
-//! The only code that writes to the spool's disk: private files and directories, fsync of
-//! files and directories, atomic replace, and the spool lock.
+//! The file operations the spool is built from: private files and directories, fsync of files
+//! and directories, atomic replace, and the spool lock. (The renames that move a message
+//! between `tmp/`, `queue/` and `failed/` are in `commit`, `mod`, `admin` and `recover`; each
+//! is followed by an fsync of the directories involved before it is reported done.)
 //!
 //! Invariants: files are created 0600 and directories 0700 (the queue holds other people's
 //! mail); a file is fsynced before it is renamed into place, and the directory is fsynced after

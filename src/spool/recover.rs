@@ -2,6 +2,9 @@
 //!
 //! Only the header line of each message file is read (plus its length), so recovering a large
 //! queue costs one small read per message, not the whole spool.
+//!
+//! The moves and removals made here (finishing interrupted moves, quarantining) are made
+//! durable by one fsync of `queue/` and `failed/` at the end, before the daemon accepts mail.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};

@@ -72,6 +72,41 @@ timeout = "5s"
     )
 }
 
+/// `config` with retries an hour apart: a deferred message stays put unless the test moves it.
+pub fn slow_retries(config: &str) -> String {
+    config
+        .replace("retry_min = \"100ms\"", "retry_min = \"1h\"")
+        .replace("retry_max = \"400ms\"", "retry_max = \"2h\"")
+}
+
+/// Writes `config` into `dir` with its listener on a fixed free loopback port (the real binary
+/// cannot tell a test which port 0 became); returns the file and the address.
+pub fn fixed_port_config(dir: &Path, config: &str) -> (PathBuf, SocketAddr) {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let path = dir.join("relay.toml");
+    std::fs::write(&path, config.replace("127.0.0.1:0", &addr.to_string())).unwrap();
+    (path, addr)
+}
+
+/// The relay binary serving `config`, the upstream password from the environment, its log
+/// (`RUST_LOG`, default the config's level) into `log`.
+pub fn spawn_relay(
+    config: &Path,
+    log: std::fs::File,
+    rust_log: Option<&str>,
+) -> std::process::Child {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gmail-relay"));
+    cmd.args(["serve", "--config", config.to_str().unwrap()])
+        .env("GMAIL_RELAY__UPSTREAM__PASSWORD", PASSWORD)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
+    if let Some(level) = rust_log {
+        cmd.env("RUST_LOG", level);
+    }
+    cmd.spawn().unwrap()
+}
+
 /// The config text for a relay that only queues (`delivery.hold`): for intake tests, which
 /// need no upstream. `listen_extra` is added to the `[listen]` section.
 pub fn intake_config(listen_extra: &str) -> String {
@@ -236,15 +271,9 @@ impl Client {
                 let text = String::from_utf8_lossy(&bytes).to_string();
                 return text.trim_end().rsplit("\r\n").next().unwrap().to_string();
             }
-            let mut chunk = [0u8; 4096];
-            let n = tokio::time::timeout(WAIT, self.stream.read(&mut chunk))
-                .await
-                .expect("reply timed out")
-                .unwrap();
-            if n == 0 {
+            if !self.fill().await {
                 return String::new();
             }
-            self.buf.extend_from_slice(&chunk[..n]);
         }
     }
 
@@ -255,16 +284,21 @@ impl Client {
                 let line: Vec<u8> = self.buf.drain(..pos + 2).collect();
                 return String::from_utf8_lossy(&line[..pos]).to_string();
             }
-            let mut chunk = [0u8; 4096];
-            let n = tokio::time::timeout(WAIT, self.stream.read(&mut chunk))
-                .await
-                .expect("reply timed out")
-                .unwrap();
-            if n == 0 {
+            if !self.fill().await {
                 return String::new();
             }
-            self.buf.extend_from_slice(&chunk[..n]);
         }
+    }
+
+    /// Reads more from the relay; false when it closed the connection.
+    async fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(WAIT, self.stream.read(&mut chunk))
+            .await
+            .expect("reply timed out")
+            .unwrap();
+        self.buf.extend_from_slice(&chunk[..n]);
+        n > 0
     }
 
     fn complete_reply(&self) -> Option<usize> {

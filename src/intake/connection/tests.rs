@@ -28,7 +28,7 @@ fn fixture(max_size: usize) -> Fixture {
             users: crate::auth::Users::default(),
             plaintext_auth: false,
         }),
-        spool: opened.spool.clone(),
+        queue: opened.spool.clone(),
         idle_timeout: cfg.idle_timeout,
         data_timeout: cfg.data_timeout,
         tls: None,

@@ -1,0 +1,423 @@
+//! One connection of the fake Gmail: the SMTP conversation, STARTTLS, AUTH PLAIN / LOGIN /
+//! XOAUTH2, and the scripted replies and faults.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+
+use super::{Mode, PASSWORD, Received, Shared, USER};
+
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Gone,
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Gone => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s).poll_flush(cx),
+            Io::Gone => Poll::Ready(Ok(())),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+struct Conn {
+    io: Io,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    async fn line(&mut self) -> io::Result<Option<String>> {
+        loop {
+            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=pos).collect();
+                return Ok(Some(
+                    String::from_utf8_lossy(&line)
+                        .trim_end_matches(['\r', '\n'])
+                        .to_string(),
+                ));
+            }
+            let mut chunk = [0u8; 8192];
+            let n = self.io.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn reply(&mut self, text: &str) -> io::Result<()> {
+        self.io.write_all(format!("{text}\r\n").as_bytes()).await?;
+        self.io.flush().await
+    }
+
+    /// Reads DATA up to the terminating dot, undoing dot-stuffing.
+    async fn data(&mut self) -> io::Result<Option<Vec<u8>>> {
+        let mut out = Vec::new();
+        loop {
+            let Some(pos) = self.buf.windows(2).position(|w| w == b"\r\n") else {
+                let mut chunk = [0u8; 65536];
+                let n = self.io.read(&mut chunk).await?;
+                if n == 0 {
+                    return Ok(None);
+                }
+                self.buf.extend_from_slice(&chunk[..n]);
+                continue;
+            };
+            let line: Vec<u8> = self.buf.drain(..pos + 2).collect();
+            if line == b".\r\n" {
+                return Ok(Some(out));
+            }
+            let line = if line.starts_with(b".") {
+                &line[1..]
+            } else {
+                &line[..]
+            };
+            out.extend_from_slice(line);
+        }
+    }
+}
+
+/// Takes one unit of a "next N connections" counter.
+fn take(counter: &mut usize) -> bool {
+    let hit = *counter > 0;
+    *counter = counter.saturating_sub(1);
+    hit
+}
+
+pub(super) async fn serve(
+    mut tcp: TcpStream,
+    mode: Mode,
+    acceptor: TlsAcceptor,
+    shared: &Shared,
+) -> io::Result<()> {
+    let (stall, garbage, greeting) = {
+        let mut script = shared.script.lock().unwrap();
+        let stall = take(&mut script.stall);
+        let garbage = mode == Mode::Implicit && take(&mut script.tls_garbage);
+        (stall, garbage, script.greetings.pop_front())
+    };
+    if stall {
+        // Hold the socket without a word until the client gives up.
+        let mut sink = [0u8; 1024];
+        while tcp.read(&mut sink).await? > 0 {}
+        return Ok(());
+    }
+    if garbage {
+        tcp.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await?;
+        return Ok(());
+    }
+    let io = match mode {
+        Mode::Implicit => Io::Tls(Box::new(acceptor.accept(tcp).await?)),
+        Mode::StartTls => Io::Plain(tcp),
+    };
+    let mut c = Conn {
+        io,
+        buf: Vec::new(),
+    };
+    let mut tls = mode == Mode::Implicit;
+    let mut user: Option<String> = None;
+    let mut from = String::new();
+    let mut to: Vec<String> = Vec::new();
+    match greeting {
+        Some(g) if !g.starts_with("220") => {
+            c.reply(&g).await?;
+            return Ok(());
+        }
+        Some(g) => c.reply(&g).await?,
+        None => c.reply("220 fake.gmail ESMTP ready").await?,
+    }
+    loop {
+        let idle_close = shared.script.lock().unwrap().idle_close;
+        let line = match idle_close {
+            Some(limit) => match tokio::time::timeout(limit, c.line()).await {
+                Ok(line) => line?,
+                Err(_) => {
+                    c.reply("451 4.4.2 Timeout - closing connection. - gsmtp")
+                        .await?;
+                    return Ok(());
+                }
+            },
+            None => c.line().await?,
+        };
+        let Some(line) = line else { break };
+        shared.record.lock().unwrap().commands.push(line.clone());
+        let upper = line.to_ascii_uppercase();
+        let verb = upper.split_whitespace().next().unwrap_or("").to_string();
+        match verb.as_str() {
+            "EHLO" | "HELO" => {
+                let offer_starttls = !tls && !shared.script.lock().unwrap().no_starttls;
+                let size = shared.script.lock().unwrap().size.unwrap_or(35_882_577);
+                let mut lines = vec![
+                    "250-fake.gmail at your service".to_string(),
+                    format!("250-SIZE {size}"),
+                    "250-8BITMIME".into(),
+                ];
+                if offer_starttls {
+                    lines.push("250-STARTTLS".into());
+                }
+                if tls {
+                    let mechs = shared
+                        .script
+                        .lock()
+                        .unwrap()
+                        .auth_mechanisms
+                        .unwrap_or("LOGIN PLAIN XOAUTH2");
+                    lines.push(format!("250-AUTH {mechs}"));
+                }
+                lines.push("250-ENHANCEDSTATUSCODES".into());
+                lines.push("250-PIPELINING".into());
+                lines.push("250 SMTPUTF8".into());
+                c.reply(&lines.join("\r\n")).await?;
+            }
+            "STARTTLS" if !tls => {
+                let scripted = shared.script.lock().unwrap().starttls_replies.pop_front();
+                if let Some(reply) = scripted {
+                    c.reply(&reply).await?;
+                    continue;
+                }
+                c.reply("220 2.0.0 Ready to start TLS").await?;
+                let Io::Plain(tcp) = std::mem::replace(&mut c.io, Io::Gone) else {
+                    unreachable!()
+                };
+                c.io = Io::Tls(Box::new(acceptor.accept(tcp).await?));
+                tls = true;
+            }
+            "AUTH" => {
+                if !tls {
+                    c.reply("530 5.7.0 Must issue a STARTTLS command first")
+                        .await?;
+                    continue;
+                }
+                let args: Vec<&str> = line.split_whitespace().collect();
+                let mech = args
+                    .get(1)
+                    .map(|m| m.to_ascii_uppercase())
+                    .unwrap_or_default();
+                {
+                    let mut r = shared.record.lock().unwrap();
+                    r.auth_attempts += 1;
+                    r.mechanisms.push(mech.clone());
+                }
+                let (u, p) = match mech.as_str() {
+                    "PLAIN" => {
+                        let b64 = match args.get(2) {
+                            Some(b) => b.to_string(),
+                            None => {
+                                c.reply("334 ").await?;
+                                c.line().await?.unwrap_or_default()
+                            }
+                        };
+                        let raw = B64.decode(b64.trim()).unwrap_or_default();
+                        let parts: Vec<&[u8]> = raw.split(|&b| b == 0).collect();
+                        let text = |i: usize| {
+                            parts
+                                .get(i)
+                                .map(|p| String::from_utf8_lossy(p).to_string())
+                                .unwrap_or_default()
+                        };
+                        (text(1), text(2))
+                    }
+                    "XOAUTH2" => {
+                        let raw = B64
+                            .decode(args.get(2).unwrap_or(&"").trim())
+                            .unwrap_or_default();
+                        let text = String::from_utf8_lossy(&raw).to_string();
+                        let parts: Vec<&str> = text.split('\u{1}').collect();
+                        let who = parts
+                            .first()
+                            .and_then(|p| p.strip_prefix("user="))
+                            .unwrap_or("");
+                        let token = parts
+                            .get(1)
+                            .and_then(|p| p.strip_prefix("auth=Bearer "))
+                            .unwrap_or("")
+                            .to_string();
+                        shared.record.lock().unwrap().tokens.push(token.clone());
+                        let refused = shared
+                            .script
+                            .lock()
+                            .unwrap()
+                            .rejected_tokens
+                            .contains(&token);
+                        if who == USER
+                            && !token.is_empty()
+                            && !refused
+                            && text.ends_with("\u{1}\u{1}")
+                        {
+                            user = Some(who.to_string());
+                            c.reply("235 2.7.0 Accepted").await?;
+                        } else {
+                            let json = r#"{"status":"400","schemes":"Bearer","scope":"https://mail.google.com/"}"#;
+                            c.reply(&format!("334 {}", B64.encode(json))).await?;
+                            let answer = c.line().await?.unwrap_or_default();
+                            shared
+                                .record
+                                .lock()
+                                .unwrap()
+                                .commands
+                                .push(format!("(challenge answer: {answer:?})"));
+                            c.reply("535-5.7.8 Username and Password not accepted.\r\n535 5.7.8 https://support.google.com/mail/?p=BadCredentials - gsmtp").await?;
+                        }
+                        continue;
+                    }
+                    "LOGIN" => {
+                        c.reply(&format!("334 {}", B64.encode("Username:"))).await?;
+                        let u = c.line().await?.unwrap_or_default();
+                        c.reply(&format!("334 {}", B64.encode("Password:"))).await?;
+                        let p = c.line().await?.unwrap_or_default();
+                        let dec = |s: &str| {
+                            String::from_utf8_lossy(&B64.decode(s.trim()).unwrap_or_default())
+                                .to_string()
+                        };
+                        (dec(&u), dec(&p))
+                    }
+                    _ => {
+                        c.reply("504 5.7.4 Unrecognized authentication type")
+                            .await?;
+                        continue;
+                    }
+                };
+                let scripted = shared.script.lock().unwrap().auth_replies.pop_front();
+                if let Some(reply) = scripted {
+                    c.reply(&reply).await?;
+                } else if u == USER && p == PASSWORD {
+                    user = Some(u);
+                    c.reply("235 2.7.0 Accepted").await?;
+                } else {
+                    c.reply("535-5.7.8 Username and Password not accepted.\r\n535 5.7.8 https://support.google.com/mail/?p=BadCredentials - gsmtp").await?;
+                }
+            }
+            "MAIL" => {
+                if user.is_none() {
+                    c.reply("530 5.7.0 Authentication Required").await?;
+                    continue;
+                }
+                from = between_brackets(&line);
+                to.clear();
+                c.reply("250 2.1.0 OK").await?;
+            }
+            "RCPT" => {
+                let addr = between_brackets(&line);
+                let (scripted, max, too_many) = {
+                    let script = shared.script.lock().unwrap();
+                    (
+                        script.rcpt_replies.get(&addr).cloned(),
+                        script.max_rcpt_per_tx,
+                        script.too_many_rcpt_reply.clone(),
+                    )
+                };
+                if max.is_some_and(|max| to.len() >= max) {
+                    let reply = too_many.unwrap_or_else(|| {
+                        "452 4.5.3 Your message has too many recipients. - gsmtp".into()
+                    });
+                    c.reply(&reply).await?;
+                    continue;
+                }
+                match scripted {
+                    Some(reply) => c.reply(&reply).await?,
+                    None => {
+                        to.push(addr);
+                        c.reply("250 2.1.5 OK").await?;
+                    }
+                }
+            }
+            "DATA" => {
+                if to.is_empty() {
+                    c.reply("503 5.5.1 RCPT first").await?;
+                    continue;
+                }
+                c.reply("354  Go ahead").await?;
+                if take(&mut shared.script.lock().unwrap().drop_in_data) {
+                    let _ = c.line().await?;
+                    return Ok(()); // dropped mid-DATA
+                }
+                let Some(data) = c.data().await? else {
+                    return Ok(());
+                };
+                let scripted = shared.script.lock().unwrap().data_replies.pop_front();
+                match scripted {
+                    Some(reply) if reply.starts_with("421") => {
+                        c.reply(&reply).await?;
+                        return Ok(());
+                    }
+                    Some(reply) => c.reply(&reply).await?,
+                    None => {
+                        let n = {
+                            let mut r = shared.record.lock().unwrap();
+                            r.messages.push(Received {
+                                from: from.clone(),
+                                to: to.clone(),
+                                data,
+                                tls,
+                                user: user.clone(),
+                            });
+                            r.messages.len()
+                        };
+                        shared.count.send_replace(n);
+                        c.reply("250 2.0.0 OK 1700000000 x1-20020a - gsmtp").await?;
+                    }
+                }
+                to.clear();
+            }
+            "RSET" => {
+                to.clear();
+                c.reply("250 2.1.5 Flushed").await?;
+            }
+            "NOOP" => c.reply("250 2.0.0 OK").await?,
+            "QUIT" => {
+                c.reply("221 2.0.0 closing connection").await?;
+                return Ok(());
+            }
+            _ => c.reply("502 5.5.1 Unrecognized command").await?,
+        }
+    }
+    Ok(())
+}
+
+fn between_brackets(line: &str) -> String {
+    match (line.find('<'), line.rfind('>')) {
+        (Some(a), Some(b)) if a < b => line[a + 1..b].to_string(),
+        _ => String::new(),
+    }
+}
