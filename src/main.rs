@@ -87,12 +87,18 @@ enum Oauth {
         /// The configuration file.
         #[arg(long, short = 'c', value_name = "FILE")]
         config: PathBuf,
+        /// The account: default ([upstream]) or NAME of [accounts.NAME].
+        #[arg(long, value_name = "NAME", default_value = "default")]
+        account: String,
     },
     /// Fetch an access token and log in to the upstream with XOAUTH2, without sending mail.
     Test {
         /// The configuration file.
         #[arg(long, short = 'c', value_name = "FILE")]
         config: PathBuf,
+        /// The account: default ([upstream]) or NAME of [accounts.NAME].
+        #[arg(long, value_name = "NAME", default_value = "default")]
+        account: String,
     },
 }
 
@@ -115,9 +121,11 @@ fn main() -> ExitCode {
         Command::Health { config, json } => cli::health::run(config, json),
         Command::Sendmail { args } => cli::sendmail::run(args),
         Command::HashPassword => cli::hash_password(),
-        Command::Oauth(Oauth::Authorize { config }) => {
-            cli::with_runtime(cli::oauth::authorize(&config))
+        Command::Oauth(Oauth::Authorize { config, account }) => {
+            cli::with_runtime(cli::oauth::authorize(&config, &account))
         }
-        Command::Oauth(Oauth::Test { config }) => cli::with_runtime(cli::oauth::test(&config)),
+        Command::Oauth(Oauth::Test { config, account }) => {
+            cli::with_runtime(cli::oauth::test(&config, &account))
+        }
     }
 }

@@ -1,17 +1,20 @@
-//! Relay policy: pure decisions about who may relay and within which limits.
+//! Relay policy: pure decisions about who may relay and within which limits, and which
+//! account carries a message.
 //!
 //! No I/O and no state: each function takes the facts (client address, declared size,
-//! recipient count) and returns `Ok` or the [`Rejection`] to send. The intake owns the
-//! conversation; this module owns the rules, so they can be read and tested as tables.
+//! recipient count, envelope sender) and returns `Ok` or the [`Rejection`] to send, or the
+//! account's name ([`Router`]). The intake owns the conversation; this module owns the rules,
+//! so they can be read and tested as tables.
 //!
 //! Invariant: a client outside `listen.allowed_networks` is refused before it can say anything
 //! (`554 5.7.1`). There is no setting that makes the relay open to everyone by accident.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::config::ListenConfig;
+use crate::config::{AccountConfig, DEFAULT_ACCOUNT, ListenConfig, SenderPattern};
 
 /// A refusal: the SMTP reply code, enhanced status code and text to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,6 +146,56 @@ impl Policy {
     }
 }
 
+/// Which account carries mail from which envelope sender: each account's `senders`, the most
+/// specific pattern winning (an address over its `@domain` over `*`), compared without regard
+/// to case. A sender no pattern claims, and the null sender, go to the default account.
+#[derive(Debug, Clone)]
+pub struct Router {
+    addresses: HashMap<String, String>,
+    domains: HashMap<String, String>,
+    any: Option<String>,
+}
+
+impl Router {
+    /// The routes of `accounts` (validated: no pattern is claimed twice).
+    pub fn new(accounts: &[AccountConfig]) -> Router {
+        let mut router = Router {
+            addresses: HashMap::new(),
+            domains: HashMap::new(),
+            any: None,
+        };
+        for account in accounts {
+            for pattern in &account.senders {
+                let name = account.name().to_owned();
+                match pattern {
+                    SenderPattern::Address(a) => {
+                        router.addresses.insert(a.clone(), name);
+                    }
+                    SenderPattern::Domain(d) => {
+                        router.domains.insert(d.clone(), name);
+                    }
+                    SenderPattern::Any => router.any = Some(name),
+                }
+            }
+        }
+        router
+    }
+
+    /// The account for mail from `sender` (empty for the null sender).
+    pub fn route(&self, sender: &str) -> &str {
+        if sender.is_empty() {
+            return DEFAULT_ACCOUNT;
+        }
+        let sender = sender.to_lowercase();
+        let domain = sender.rsplit_once('@').map(|(_, d)| d);
+        self.addresses
+            .get(&sender)
+            .or_else(|| domain.and_then(|d| self.domains.get(d)))
+            .or(self.any.as_ref())
+            .map_or(DEFAULT_ACCOUNT, String::as_str)
+    }
+}
+
 /// Is `address` on the list: exactly (ignoring case), by its `@domain`, or (for `<>`) as the
 /// null sender? An empty list allows everything.
 fn listed(list: &[String], address: &str) -> bool {
@@ -232,6 +285,48 @@ mod tests {
         assert_eq!(p.recipient("a@gmail.com").unwrap_err().code, 550);
         p.allowed_senders = vec!["@example.com".into()];
         assert!(p.sender("").is_err(), "the null sender only when listed");
+    }
+
+    #[test]
+    fn routes_by_the_most_specific_pattern() {
+        use crate::config::AccountConfig;
+        fn account(name: &str, senders: Vec<SenderPattern>) -> AccountConfig {
+            let mut up = crate::config::tests_upstream();
+            up.name = name.into();
+            AccountConfig {
+                upstream: up,
+                senders,
+                failover: vec![],
+                max_per_minute: None,
+                max_per_day: None,
+                rewrite: Default::default(),
+            }
+        }
+        let r = Router::new(&[
+            account("default", vec![]),
+            account(
+                "billing",
+                vec![
+                    SenderPattern::Address("billing@example.com".into()),
+                    SenderPattern::Domain("billing.example.com".into()),
+                ],
+            ),
+            account("alerts", vec![SenderPattern::Domain("example.com".into())]),
+            account("home", vec![SenderPattern::Any]),
+        ]);
+        for (sender, want) in [
+            ("billing@example.com", "billing"),
+            ("Billing@Example.COM", "billing"),
+            ("someone@billing.example.com", "billing"),
+            ("other@example.com", "alerts"),
+            ("x@sub.billing.example.com", "home"),
+            ("nas@home.lan", "home"),
+            ("", "default"),
+        ] {
+            assert_eq!(r.route(sender), want, "{sender:?}");
+        }
+        let plain = Router::new(&[account("default", vec![])]);
+        assert_eq!(plain.route("anyone@anywhere.test"), "default");
     }
 
     #[test]

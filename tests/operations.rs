@@ -161,14 +161,14 @@ async fn a_scrape_has_every_listed_series() {
     }
     for line in [
         "gmail_relay_messages_received_total 4",
-        "gmail_relay_messages_delivered_total 2",
-        "gmail_relay_messages_failed_total 1",
-        "gmail_relay_recipients_total{outcome=\"delivered\"} 2",
-        "gmail_relay_recipients_total{outcome=\"failed\"} 1",
-        "gmail_relay_upstream_logins_total{result=\"ok\"} 1",
+        "gmail_relay_messages_delivered_total{account=\"default\"} 2",
+        "gmail_relay_messages_failed_total{account=\"default\"} 1",
+        "gmail_relay_recipients_total{account=\"default\",outcome=\"delivered\"} 2",
+        "gmail_relay_recipients_total{account=\"default\",outcome=\"failed\"} 1",
+        "gmail_relay_upstream_logins_total{account=\"default\",result=\"ok\"} 1",
         "gmail_relay_queue_messages{state=\"failed\"} 1",
-        "gmail_relay_delivery_paused{cause=\"credentials\"} 0",
-        "gmail_relay_send_budget_remaining{window=\"day\"} 1998",
+        "gmail_relay_delivery_paused{account=\"default\",cause=\"credentials\"} 0",
+        "gmail_relay_send_budget_remaining{account=\"default\",window=\"day\"} 1998",
     ] {
         assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
     }
@@ -182,7 +182,7 @@ async fn a_scrape_has_every_listed_series() {
         "{text}"
     );
     assert!(
-        text.contains("gmail_relay_messages_deferred_total 1"),
+        text.contains("gmail_relay_messages_deferred_total{account=\"default\"} 1"),
         "{text}"
     );
     relay.stop().await;

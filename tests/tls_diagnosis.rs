@@ -46,11 +46,12 @@ async fn a_refused_starttls_is_reported_as_tls_everywhere_never_as_credentials()
     assert_eq!(health["cause"], "tls");
     let (_, scrape) = http_get(metrics, "/metrics").await;
     assert!(
-        scrape.contains("gmail_relay_delivery_paused{cause=\"tls\"} 1"),
+        scrape.contains("gmail_relay_delivery_paused{account=\"default\",cause=\"tls\"} 1"),
         "{scrape}"
     );
     assert!(
-        !scrape.contains("gmail_relay_upstream_logins_total{result=\"refused\"} 1"),
+        !scrape
+            .contains("gmail_relay_upstream_logins_total{account=\"default\",result=\"refused\"}"),
         "no login was attempted, so none was refused"
     );
     assert_eq!(up.count("AUTH"), 0, "no credentials without TLS");

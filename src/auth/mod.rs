@@ -52,6 +52,8 @@ enum Method {
     Password(Secret),
     /// OAuth2 access tokens, sent with SASL XOAUTH2; never a password.
     OAuth2(TokenSource),
+    /// No AUTH (Google Workspace's SMTP relay service, which knows the relay by its address).
+    None,
 }
 
 /// What one upstream login uses.
@@ -71,6 +73,8 @@ pub enum Login {
         /// The access token.
         token: AccessToken,
     },
+    /// No AUTH.
+    None,
 }
 
 impl Credentials {
@@ -90,6 +94,10 @@ impl Credentials {
             AuthConfig::XOAuth2(oauth2) => {
                 Ok(Credentials::oauth2(cfg.username.clone(), oauth2.clone()))
             }
+            AuthConfig::None => Ok(Credentials {
+                username: cfg.username.clone(),
+                method: Method::None,
+            }),
         }
     }
 
@@ -118,15 +126,15 @@ impl Credentials {
     pub fn password_secret(&self) -> Option<&Secret> {
         match &self.method {
             Method::Password(s) => Some(s),
-            Method::OAuth2(_) => None,
+            _ => None,
         }
     }
 
     /// The token source, for XOAUTH2 logins.
     pub fn token_source(&self) -> Option<&TokenSource> {
         match &self.method {
-            Method::Password(_) => None,
             Method::OAuth2(t) => Some(t),
+            _ => None,
         }
     }
 
@@ -141,6 +149,7 @@ impl Credentials {
                 username: self.username.clone(),
                 token: source.token().await?,
             }),
+            Method::None => Ok(Login::None),
         }
     }
 

@@ -85,9 +85,14 @@ fn line(doc: &Value, now: SystemTime) -> String {
             let next = humantime::parse_rfc3339(text("next_probe"))
                 .map(|t| control::until(now, t))
                 .unwrap_or_else(|_| text("next_probe").to_owned());
+            let several = doc["accounts"].as_object().is_some_and(|a| a.len() > 1);
+            let cause = if several {
+                format!("{}, account {}", text("cause"), text("account"))
+            } else {
+                text("cause").to_owned()
+            };
             format!(
-                "paused ({}): {}; next probe {next}; {queue}",
-                text("cause"),
+                "paused ({cause}): {}; next probe {next}; {queue}",
                 text("reason")
             )
         }
@@ -138,15 +143,24 @@ async fn over_socket(dir: &std::path::Path) -> Result<Value, String> {
                 "held": s.held,
                 "oldest_age_seconds": oldest,
             });
+            let accounts: serde_json::Map<String, Value> = s
+                .accounts
+                .iter()
+                .map(|a| (a.name.clone(), json!({ "user": a.label })))
+                .collect();
             Ok(match &s.pause {
                 Some(p) => json!({
                     "status": "paused",
+                    "account": p.account,
+                    "accounts": accounts,
                     "cause": p.cause,
                     "reason": p.reason,
                     "next_probe": humantime::format_rfc3339_seconds(p.next_probe).to_string(),
                     "queue": queue,
                 }),
-                None => json!({ "status": "ok", "hold": s.on_hold, "queue": queue }),
+                None => {
+                    json!({ "status": "ok", "hold": s.on_hold, "queue": queue, "accounts": accounts })
+                }
             })
         }
         Ok(_) => Err("unexpected answer from the relay".to_owned()),

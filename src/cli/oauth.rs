@@ -16,23 +16,34 @@ fn token_source(
         .cloned()
         .with_context(|| {
             format!(
-                "{}: upstream.auth is not \"xoauth2\"; set it and [upstream.oauth2] first",
-                path.display()
+                "{}: {} is not \"xoauth2\"; set it and [{}] first",
+                path.display(),
+                setup.cfg.key("auth"),
+                setup.cfg.key("oauth2")
             )
         })
 }
 
-/// Loads and prepares the upstream of the config at `path`.
-fn load(path: &Path) -> anyhow::Result<(config::Config, delivery::Setup)> {
+/// Loads the config at `path` and prepares the upstream of `account`.
+fn load(path: &Path, account: &str) -> anyhow::Result<(config::Config, delivery::Setup)> {
     let cfg = config::load(path)?;
-    let setup = delivery::Setup::new(cfg.upstream.clone())
+    let Some(acct) = cfg.account(account) else {
+        let names: Vec<&str> = cfg.accounts.iter().map(|a| a.name()).collect();
+        anyhow::bail!(
+            "{}: there is no account {account:?} (the accounts are {})",
+            path.display(),
+            names.join(", ")
+        );
+    };
+    let setup = delivery::Setup::new(acct.upstream.clone())
         .with_context(|| format!("{}", path.display()))?;
     Ok((cfg, setup))
 }
 
-pub async fn authorize(path: &Path) -> anyhow::Result<()> {
+pub async fn authorize(path: &Path, account: &str) -> anyhow::Result<()> {
     use gmail_relay::auth::{SecretSource, authorize, write_secret_file};
-    let (cfg, setup) = load(path)?;
+    let (cfg, setup) = load(path, account)?;
+    let username = setup.cfg.username.clone();
     let source = token_source(&setup, path)?;
     let settings = source.settings();
     let SecretSource::File(file) = &settings.refresh_token else {
@@ -42,13 +53,13 @@ pub async fn authorize(path: &Path) -> anyhow::Result<()> {
             path.display()
         );
     };
-    let auth = authorize::begin(settings, &cfg.upstream.username).await?;
+    let auth = authorize::begin(settings, &username).await?;
     println!("{}", auth.url);
     eprintln!(
         "\nOpen the URL above in a browser, sign in as {} and allow access.\n\
          Google then redirects to {} on this machine. If the browser runs elsewhere and that page\n\
          does not load, copy the address from the browser's address bar and paste it here.\n",
-        &cfg.upstream.username, auth.redirect_uri
+        &username, auth.redirect_uri
     );
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     std::thread::spawn(move || {
@@ -78,8 +89,8 @@ pub async fn authorize(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn test(path: &Path) -> anyhow::Result<()> {
-    let (_, setup) = load(path)?;
+pub async fn test(path: &Path, account: &str) -> anyhow::Result<()> {
+    let (_, setup) = load(path, account)?;
     let source = token_source(&setup, path)?;
     let token = source.token().await.context("fetching an access token")?;
     let valid = token

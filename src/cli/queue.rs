@@ -66,7 +66,8 @@ enum QueueCommand {
         #[arg(value_parser = parse_id)]
         id: QueueId,
     },
-    /// Move a failed message (or --all of them) back into the queue, due now.
+    /// Move a failed message (or --all of them) back into the queue, due now; with
+    /// --account, send it (failed or queued) through that account from now on.
     Requeue {
         /// The queue id.
         #[arg(value_parser = parse_id, required_unless_present = "all", conflicts_with = "all")]
@@ -74,6 +75,10 @@ enum QueueCommand {
         /// Every message in the failed area.
         #[arg(long)]
         all: bool,
+        /// The account to send it through (a name from the config: default, or NAME of
+        /// [accounts.NAME]).
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
     },
     /// One line: is delivery running or paused, and why.
     Status,
@@ -110,7 +115,19 @@ pub fn run(args: QueueArgs) -> ExitCode {
         QueueCommand::Delete { id: None, .. } => Request::DeleteFailed,
         QueueCommand::Hold { id } => Request::Hold { id },
         QueueCommand::Release { id } => Request::Release { id },
-        QueueCommand::Requeue { id, .. } => Request::Requeue { id },
+        QueueCommand::Requeue { id, account, .. } => {
+            if let Some(name) = &account
+                && !local.accounts.contains(name)
+            {
+                eprintln!(
+                    "gmail-relay: --account {name:?} is not an account of this config (the \
+                     accounts are {})",
+                    local.accounts.join(", ")
+                );
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            Request::Requeue { id, account }
+        }
         QueueCommand::Status => Request::Status,
     };
     let answer = match super::block_on(ask(&local.queue_dir, request)) {

@@ -29,7 +29,7 @@ pub fn check(path: &Path, upstream: bool) -> ExitCode {
     };
     let cfg = &prepared.config;
     println!(
-        "{}: OK\n  listen: {}\n  allowed networks: {}\n  queue: {}\n  upstream: {}:{} ({}) as {}",
+        "{}: OK\n  listen: {}\n  allowed networks: {}\n  queue: {}",
         path.display(),
         cfg.listen
             .listeners()
@@ -48,21 +48,56 @@ pub fn check(path: &Path, upstream: bool) -> ExitCode {
             .collect::<Vec<_>>()
             .join(", "),
         cfg.queue.dir.display(),
-        cfg.upstream.host,
-        cfg.upstream.port,
-        cfg.upstream.tls,
-        cfg.upstream.username,
     );
+    let several = cfg.accounts.len() > 1;
+    for account in &cfg.accounts {
+        let up = &account.upstream;
+        let what = format!("{}:{} ({}) as {}", up.host, up.port, up.tls, up.label());
+        if several {
+            let senders: Vec<String> = account.senders.iter().map(ToString::to_string).collect();
+            println!(
+                "  account {}: {what}; senders: {}{}",
+                account.name(),
+                if senders.is_empty() {
+                    "(the rest)".to_owned()
+                } else {
+                    senders.join(", ")
+                },
+                if account.failover.is_empty() {
+                    String::new()
+                } else {
+                    format!("; failover: {}", account.failover.join(", "))
+                }
+            );
+        } else {
+            println!("  upstream: {what}");
+        }
+    }
     if !upstream {
         return ExitCode::SUCCESS;
     }
+    // Every account logs in, one after the other, so each gets its own line.
     let login = async {
-        let upstream = delivery::Upstream::new(prepared.upstream, observe::Metrics::new());
-        let done = upstream
-            .check_login()
-            .await
-            .map_err(|p| anyhow::anyhow!("{p}"))?;
-        println!("  upstream check: {done}");
+        let mut failed = 0;
+        for setup in prepared.upstreams {
+            let name = setup.cfg.name.clone();
+            let upstream = delivery::Upstream::new(setup, observe::Metrics::new());
+            let prefix = if several {
+                format!("account {name}: ")
+            } else {
+                String::new()
+            };
+            match upstream.check_login().await {
+                Ok(done) => println!("  {prefix}upstream check: {done}"),
+                Err(pause) => {
+                    failed += 1;
+                    eprintln!("gmail-relay: {prefix}{pause}");
+                }
+            }
+        }
+        if failed > 0 {
+            anyhow::bail!("{failed} account(s) could not log in (see above)");
+        }
         Ok(())
     };
     super::with_runtime(login)

@@ -35,16 +35,27 @@ pub struct Config {
     pub listen: ListenConfig,
     /// `[queue]`: the spool and the retry schedule.
     pub queue: QueueConfig,
-    /// `[upstream]`: the server mail is forwarded to, and the account.
-    pub upstream: UpstreamConfig,
+    /// The Gmail accounts: `[upstream]` (named `default`) first, then `[accounts.NAME]` by
+    /// name. Never empty.
+    pub accounts: Vec<AccountConfig>,
     /// `[delivery]`: switches for the delivery side.
     pub delivery: DeliveryConfig,
-    /// `[rewrite]`: optional sender rewrites for Gmail.
-    pub rewrite: RewriteConfig,
     /// `[log]`: log level and format.
     pub log: LogConfig,
     /// `[metrics]`: the health and metrics endpoint.
     pub metrics: MetricsConfig,
+}
+
+impl Config {
+    /// The default account (`[upstream]`).
+    pub fn default_account(&self) -> &AccountConfig {
+        &self.accounts[0]
+    }
+
+    /// The account named `name`.
+    pub fn account(&self, name: &str) -> Option<&AccountConfig> {
+        self.accounts.iter().find(|a| a.name() == name)
+    }
 }
 
 /// Why the configuration could not be loaded. Every variant names the file; invalid values

@@ -15,6 +15,10 @@ pub(super) struct Raw {
     pub queue: RawQueue,
     #[serde(default)]
     pub upstream: RawUpstream,
+    /// `[accounts.NAME]`: more Gmail accounts, by name (sorted, so errors come in a stable
+    /// order).
+    #[serde(default)]
+    pub accounts: std::collections::BTreeMap<String, RawUpstream>,
     #[serde(default)]
     pub delivery: RawDelivery,
     #[serde(default)]
@@ -27,7 +31,7 @@ pub(super) struct Raw {
     pub sendmail: RawSendmail,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRewrite {
     pub envelope_from: Option<String>,
@@ -60,7 +64,7 @@ pub(super) struct RawListen {
 
 /// A list in the file (`["a", "b"]`), or a comma-separated string from the environment
 /// (`GMAIL_RELAY__LISTEN__ADDRS=a,b`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub(super) enum List {
     Many(Vec<String>),
@@ -89,9 +93,15 @@ pub(super) struct RawQueue {
     pub max_age: Option<String>,
 }
 
-#[derive(Default, Deserialize)]
+/// `[upstream]`, and each `[accounts.NAME]` (the same keys, plus `rewrite`).
+#[derive(Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUpstream {
+    pub senders: Option<List>,
+    pub failover: Option<List>,
+    pub max_per_minute: Option<u64>,
+    pub max_per_day: Option<u64>,
+    pub rewrite: Option<RawRewrite>,
     pub auth: Option<String>,
     pub oauth2: Option<RawOAuth2>,
     pub host: Option<String>,
@@ -123,7 +133,7 @@ impl std::fmt::Debug for RawUpstream {
     }
 }
 
-#[derive(Default, Deserialize)]
+#[derive(Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawOAuth2 {
     pub client_id: Option<String>,
@@ -177,4 +187,28 @@ pub(super) struct RawMetrics {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSendmail {
     pub admin_address: Option<String>,
+}
+
+impl RawUpstream {
+    /// This account's settings with what it leaves out taken from `base` (`[upstream]`),
+    /// except its identity (username and credentials) and what is its own (senders, failover,
+    /// budget, rewrite), which are never inherited.
+    pub fn inheriting(self, base: &RawUpstream) -> RawUpstream {
+        let base = base.clone();
+        RawUpstream {
+            host: self.host.or(base.host),
+            tls_name: self.tls_name.or(base.tls_name),
+            port: self.port.or(base.port),
+            tls: self.tls.or(base.tls),
+            ca_file: self.ca_file.or(base.ca_file),
+            helo_name: self.helo_name.or(base.helo_name),
+            max_connections: self.max_connections.or(base.max_connections),
+            max_recipients_per_message: self
+                .max_recipients_per_message
+                .or(base.max_recipients_per_message),
+            timeout: self.timeout.or(base.timeout),
+            idle_timeout: self.idle_timeout.or(base.idle_timeout),
+            ..self
+        }
+    }
 }

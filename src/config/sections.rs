@@ -35,6 +35,8 @@ pub struct Local {
     pub admin_address: Option<String>,
     /// `upstream.username`, if set: the Gmail account (a real address for test messages).
     pub account: Option<String>,
+    /// The names of the accounts: `default`, then those of `[accounts.NAME]`.
+    pub accounts: Vec<String>,
 }
 
 /// How one listener speaks to its clients.
@@ -108,6 +110,28 @@ pub struct UserEntry {
     pub origin: String,
     /// The entry.
     pub line: String,
+}
+
+/// An `[upstream]` for unit tests: `relay@example.com` with an inline password, at
+/// `smtp.test:587`.
+#[doc(hidden)]
+pub fn tests_upstream() -> UpstreamConfig {
+    UpstreamConfig {
+        name: DEFAULT_ACCOUNT.into(),
+        section: "upstream".into(),
+        host: "smtp.test".into(),
+        tls_name: "smtp.test".into(),
+        port: 587,
+        tls: TlsMode::StartTls,
+        username: "relay@example.com".into(),
+        auth: AuthConfig::Password(SecretSource::Inline(crate::secret::Secret::new("pw"))),
+        ca_file: None,
+        helo_name: "relay.test".into(),
+        max_connections: 2,
+        max_recipients_per_message: 100,
+        timeout: Duration::from_secs(60),
+        idle_timeout: Duration::from_secs(240),
+    }
 }
 
 impl ListenConfig {
@@ -218,6 +242,9 @@ pub enum AuthConfig {
     Password(SecretSource),
     /// OAuth2 access tokens (AUTH XOAUTH2); never a password.
     XOAuth2(OAuth2Config),
+    /// No AUTH at all: Google Workspace's SMTP relay service, which knows the relay by its IP
+    /// address (TLS is still required and verified).
+    None,
 }
 
 impl AuthConfig {
@@ -226,6 +253,7 @@ impl AuthConfig {
         match self {
             AuthConfig::Password(_) => "password",
             AuthConfig::XOAuth2(_) => "xoauth2",
+            AuthConfig::None => "none",
         }
     }
 }
@@ -249,10 +277,13 @@ pub struct OAuth2Config {
     pub section: String,
 }
 
-/// `[upstream]`: the server mail is forwarded to (Gmail), and the account it logs in as.
+/// `[upstream]` or `[accounts.NAME]`: the server mail is forwarded to (Gmail), and the account
+/// it logs in as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamConfig {
-    /// The config section (`upstream`), for messages that name a key.
+    /// The account's name: `default` for `[upstream]`, `NAME` for `[accounts.NAME]`.
+    pub name: String,
+    /// The config section (`upstream`, `accounts.NAME`), for messages that name a key.
     pub section: String,
     /// Host name to connect to.
     pub host: String,
@@ -262,7 +293,7 @@ pub struct UpstreamConfig {
     pub port: u16,
     /// STARTTLS or implicit TLS.
     pub tls: TlsMode,
-    /// The account to log in as.
+    /// The account to log in as (empty only with `auth = "none"` and no username given).
     pub username: String,
     /// How to log in.
     pub auth: AuthConfig,
@@ -284,6 +315,65 @@ impl UpstreamConfig {
     /// `section.name`, e.g. `upstream.password_file`: the key to name in a message.
     pub fn key(&self, name: &str) -> String {
         format!("{}.{name}", self.section)
+    }
+
+    /// Who this account is, for people: its username, or (with `auth = "none"` and no
+    /// username) its name and host.
+    pub fn label(&self) -> String {
+        if self.username.is_empty() {
+            format!("{} at {}", self.name, self.host)
+        } else {
+            self.username.clone()
+        }
+    }
+}
+
+/// The name of the account `[upstream]` configures.
+pub const DEFAULT_ACCOUNT: &str = "default";
+
+/// An envelope sender pattern of `senders`: which mail an account carries.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SenderPattern {
+    /// One address, lower-case.
+    Address(String),
+    /// Every address of one domain (`@domain`, lower-case; not its subdomains).
+    Domain(String),
+    /// Every non-null sender no more specific pattern claims (`*`).
+    Any,
+}
+
+impl std::fmt::Display for SenderPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SenderPattern::Address(a) => f.write_str(a),
+            SenderPattern::Domain(d) => write!(f, "@{d}"),
+            SenderPattern::Any => f.write_str("*"),
+        }
+    }
+}
+
+/// One Gmail account the relay sends through: `[upstream]` (named `default`) or
+/// `[accounts.NAME]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountConfig {
+    /// Where and as whom it logs in.
+    pub upstream: UpstreamConfig,
+    /// The envelope senders it carries (the default account also carries the rest).
+    pub senders: Vec<SenderPattern>,
+    /// Accounts that carry its mail while it is paused for quota or credentials, in order.
+    pub failover: Vec<String>,
+    /// Most recipients per rolling minute (its own, else `delivery.max_per_minute`).
+    pub max_per_minute: Option<u32>,
+    /// Most recipients per rolling 24 hours (its own, else `delivery.max_per_day`).
+    pub max_per_day: Option<u32>,
+    /// Sender rewrites to this account (its own `rewrite`, else `[rewrite]`).
+    pub rewrite: RewriteConfig,
+}
+
+impl AccountConfig {
+    /// The account's name.
+    pub fn name(&self) -> &str {
+        &self.upstream.name
     }
 }
 
@@ -311,13 +401,10 @@ pub struct DeliveryConfig {
     pub quota_pause: Duration,
     /// Who is told when mail fails (`delivery.bounce`, `delivery.postmaster`).
     pub bounce: BounceTo,
-    /// Most recipients delivered per rolling minute.
-    pub max_per_minute: Option<u32>,
-    /// Most recipients delivered per rolling 24 hours.
-    pub max_per_day: Option<u32>,
 }
 
-/// `[rewrite]`: optional sender rewrites for Gmail (to the account logged in as).
+/// `[rewrite]` (and an account's `rewrite`): optional sender rewrites for Gmail (to the account
+/// logged in as).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RewriteConfig {
     /// MAIL FROM becomes the account.

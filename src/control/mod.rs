@@ -78,10 +78,14 @@ pub enum Request {
         id: QueueId,
     },
     /// Move a message (or, without an id, every message) from the failed area back into the
-    /// queue, due now.
+    /// queue, due now; with `account`, through that account from now on (a queued message is
+    /// moved to it too).
     Requeue {
         /// The message, or all.
         id: Option<QueueId>,
+        /// The account to send it through.
+        #[serde(default)]
+        account: Option<String>,
     },
     /// The state of delivery (pause, counts).
     Status,

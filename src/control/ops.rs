@@ -47,7 +47,9 @@ impl Operator {
             Request::DeleteFailed => self.delete_failed().await.map(Reply::Done),
             Request::Hold { id } => self.hold(id).await.map(Reply::Done),
             Request::Release { id } => self.release(id).await.map(Reply::Done),
-            Request::Requeue { id } => self.requeue(id).await.map(Reply::Done),
+            Request::Requeue { id, account } => {
+                self.requeue(id, account.as_deref()).await.map(Reply::Done)
+            }
             Request::Status => Ok(Reply::Status(self.status().await?)),
             Request::Probe => self.probe().await.map(Reply::Done),
         }
@@ -243,6 +245,7 @@ impl Operator {
                         next_attempt: s.state.next_attempt,
                         pending: s.state.pending().count(),
                         held: false,
+                        account: s.state.account(&s.envelope).to_owned(),
                     });
                 }
                 Err(e.into())
@@ -263,15 +266,45 @@ impl Operator {
         Ok(Done::new(1, format!("released {id}")))
     }
 
-    async fn requeue(&self, id: Option<QueueId>) -> Result<Done, ControlError> {
+    async fn requeue(
+        &self,
+        id: Option<QueueId>,
+        account: Option<&str>,
+    ) -> Result<Done, ControlError> {
+        if let (Some(name), Some(scheduler)) = (account, &self.scheduler) {
+            let status = scheduler.status().await.ok_or_else(stopping)?;
+            if !status.accounts.iter().any(|a| a.name == name) {
+                let names: Vec<&str> = status.accounts.iter().map(|a| a.name.as_str()).collect();
+                return Err(ControlError::new(
+                    ErrorKind::Invalid,
+                    format!(
+                        "the running relay has no account {name:?} (its accounts are {}); \
+                         reload it after adding the account",
+                        names.join(", ")
+                    ),
+                ));
+            }
+        }
         let ids = match id {
             Some(id) => {
                 if self.find(id).await? == Area::Queue {
-                    return Err(ControlError::new(
-                        ErrorKind::Invalid,
-                        format!(
-                            "{id} is already in the queue (requeue takes messages from the failed area)"
-                        ),
+                    let Some(name) = account else {
+                        return Err(ControlError::new(
+                            ErrorKind::Invalid,
+                            format!(
+                                "{id} is already in the queue (requeue takes messages from the \
+                                 failed area, or moves a queued one with --account NAME)"
+                            ),
+                        ));
+                    };
+                    self.withdraw(id, false).await?;
+                    let q = self.spool.set_account(id, name, SystemTime::now()).await?;
+                    if let Some(scheduler) = &self.scheduler {
+                        scheduler.add(q);
+                    }
+                    return Ok(Done::new(
+                        1,
+                        format!("{id} goes through the account {name} now"),
                     ));
                 }
                 vec![id]
@@ -279,7 +312,7 @@ impl Operator {
             None => self.spool.list(Area::Failed).await?,
         };
         for &id in &ids {
-            let q = self.spool.requeue(id, SystemTime::now()).await?;
+            let q = self.spool.requeue(id, account, SystemTime::now()).await?;
             crate::observe::events::requeued(&id.to_string());
             if let Some(scheduler) = &self.scheduler {
                 scheduler.add(q);

@@ -48,8 +48,61 @@ fn sender(s: &str) -> &str {
     if s.is_empty() { "<>" } else { s }
 }
 
-/// The one-line state of delivery.
+/// The state of delivery: one line, or with several accounts one line per account (and one
+/// per account that mail waits for but is not configured).
 pub fn render_status(status: Option<&Status>, running: bool, now: SystemTime) -> String {
+    let mut text = one_line(status, running, now);
+    let Some(s) = status.filter(|_| running) else {
+        return text;
+    };
+    if s.accounts.len() > 1 && !s.on_hold {
+        text = s
+            .accounts
+            .iter()
+            .map(|a| account_line(a, now))
+            .collect::<Vec<_>>()
+            .join("\n");
+    }
+    for (account, n) in &s.missing {
+        text.push_str(&format!(
+            "\nWARNING: {n} message(s) wait for the account {account:?}, which is not \
+             configured: add it back and reload, or move them with `gmail-relay queue requeue \
+             --account NAME ID`"
+        ));
+    }
+    text
+}
+
+fn pause_text(p: &crate::scheduler::PauseStatus, now: SystemTime) -> String {
+    format!(
+        "PAUSED ({}): {}; next probe {} ({})",
+        p.cause,
+        p.reason,
+        humantime::format_rfc3339_seconds(p.next_probe),
+        until(now, p.next_probe)
+    )
+}
+
+fn account_line(a: &crate::scheduler::AccountStatus, now: SystemTime) -> String {
+    let state = match &a.pause {
+        Some(p) => pause_text(p, now),
+        None if a.active > 0 => format!("running, {} attempt(s) in progress", a.active),
+        None => "running".to_owned(),
+    };
+    let mut line = format!("account {} ({}): {state}", a.name, a.label);
+    if a.pause.is_some() && !a.failover.is_empty() {
+        line.push_str(&format!(
+            "; its mail goes through {}",
+            a.failover.join(", then ")
+        ));
+    }
+    if let Some(left) = a.budget_day {
+        line.push_str(&format!("; {left} recipient(s) left today"));
+    }
+    line
+}
+
+fn one_line(status: Option<&Status>, running: bool, now: SystemTime) -> String {
     match status {
         _ if !running => "relay not running: the spool was read directly; changes take effect \
                           when it starts"
@@ -61,13 +114,7 @@ pub fn render_status(status: Option<&Status>, running: bool, now: SystemTime) ->
             s.scheduled + s.held
         ),
         Some(s) => match &s.pause {
-            Some(p) => format!(
-                "delivery PAUSED ({}): {}; next probe {} ({})",
-                p.cause,
-                p.reason,
-                humantime::format_rfc3339_seconds(p.next_probe),
-                until(now, p.next_probe)
-            ),
+            Some(p) => format!("delivery {}", pause_text(p, now)),
             None if s.active.is_empty() => "delivery running".to_owned(),
             None => format!(
                 "delivery running, {} attempt(s) in progress",
@@ -111,7 +158,16 @@ fn message_block(out: &mut String, m: &MessageView, now: SystemTime, stopped: St
         }
     }
     let _ = writeln!(out);
-    let _ = writeln!(out, "    from {}", sender(&m.sender));
+    if m.account.is_empty() || m.account == crate::config::DEFAULT_ACCOUNT {
+        let _ = writeln!(out, "    from {}", sender(&m.sender));
+    } else {
+        let _ = writeln!(
+            out,
+            "    from {} (account {})",
+            sender(&m.sender),
+            m.account
+        );
+    }
     let width = m
         .recipients
         .iter()

@@ -23,7 +23,10 @@ fn requests_and_replies_survive_the_wire() {
         Request::DeleteFailed,
         Request::Hold { id: id() },
         Request::Release { id: id() },
-        Request::Requeue { id: None },
+        Request::Requeue {
+            id: None,
+            account: None,
+        },
         Request::Status,
     ];
     for r in requests {
@@ -52,6 +55,7 @@ fn a_pause_is_one_line_with_cause_reason_and_next_probe() {
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     let status = Status {
         pause: Some(PauseStatus {
+            account: "default".into(),
             cause: "quota".into(),
             reason: "550 5.4.5 Daily user sending limit exceeded".into(),
             next_probe: now + Duration::from_secs(3600),
@@ -61,8 +65,8 @@ fn a_pause_is_one_line_with_cause_reason_and_next_probe() {
         held: 0,
         on_hold: false,
         oldest: None,
-        budget_minute: None,
-        budget_day: None,
+        accounts: vec![],
+        missing: vec![],
     };
     let line = render_status(Some(&status), true, now);
     assert_eq!(

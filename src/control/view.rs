@@ -60,6 +60,9 @@ pub struct MessageView {
     pub size: u64,
     /// The envelope sender; empty for the null sender.
     pub sender: String,
+    /// The account it goes through.
+    #[serde(default)]
+    pub account: String,
     /// Its recipients.
     pub recipients: Vec<RecipientView>,
     /// The client that sent it, and the name it gave.
@@ -116,11 +119,13 @@ impl MessageView {
             Area::Queue if state.attempts == 0 => MessageState::Queued,
             Area::Queue => MessageState::Deferred,
         };
+        let account = state.account(&envelope).to_owned();
         MessageView {
             id,
             state: message_state,
             received_at: envelope.received_at,
             size,
+            account,
             sender: envelope.sender,
             recipients: state
                 .recipients

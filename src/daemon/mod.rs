@@ -37,10 +37,10 @@ pub use prepare::{PrepareError, Prepared, prepare};
 
 use crate::config::Config;
 use crate::control;
-use crate::delivery::{Rewrite, Upstream};
+use crate::delivery::{Rewrite, Upstreams};
 use crate::intake::{self, Intake};
-use crate::observe::http::{PauseInfo, Probe, State};
-use crate::observe::{Metrics, Snapshot};
+use crate::observe::http::{AccountHealth, PauseInfo, Probe, State};
+use crate::observe::{AccountSnapshot, Metrics, Snapshot};
 use crate::scheduler::{self, RetryPolicy};
 use crate::spool::{Area, Spool, SpoolError};
 
@@ -103,26 +103,31 @@ pub struct Daemon {
 struct Live {
     config: Mutex<Config>,
     intake: Intake,
-    upstream: Upstream,
+    upstreams: Upstreams,
     scheduler: scheduler::Handle,
     metrics: Metrics,
 }
 
 /// The scheduler's settings from a configuration.
-fn scheduler_settings(
-    config: &Config,
-    concurrency: usize,
-    metrics: &Metrics,
-) -> scheduler::Settings {
+fn scheduler_settings(config: &Config, metrics: &Metrics) -> scheduler::Settings {
     scheduler::Settings {
         policy: RetryPolicy::new(&config.queue, &config.delivery),
-        concurrency,
         hold: config.delivery.hold,
         bounce: config.delivery.bounce.clone(),
         hostname: config.listen.hostname.clone(),
-        max_per_minute: config.delivery.max_per_minute,
-        max_per_day: config.delivery.max_per_day,
-        rewrite: Rewrite::new(config.rewrite, &config.upstream.username),
+        accounts: config
+            .accounts
+            .iter()
+            .map(|a| scheduler::AccountSettings {
+                name: a.name().to_owned(),
+                label: a.upstream.label(),
+                concurrency: a.upstream.max_connections,
+                max_per_minute: a.max_per_minute,
+                max_per_day: a.max_per_day,
+                failover: a.failover.clone(),
+                rewrite: Rewrite::new(a.rewrite, &a.upstream.username),
+            })
+            .collect(),
         metrics: metrics.clone(),
     }
 }
@@ -144,10 +149,10 @@ impl Daemon {
         let Prepared {
             config,
             listen,
-            upstream,
+            upstreams,
         } = prepared;
         let metrics = Metrics::new();
-        let upstream = Upstream::new(upstream, metrics.clone());
+        let upstreams = Upstreams::new(upstreams, metrics.clone());
         let dir = config.queue.dir.clone();
         let opened = tokio::task::spawn_blocking(move || Spool::open(&dir))
             .await
@@ -164,9 +169,9 @@ impl Daemon {
             stop: CancellationToken::new(),
             tracker: TaskTracker::new(),
             maintenance: tokio::spawn({
-                let upstream = upstream.clone();
+                let upstreams = upstreams.clone();
                 let token = close_upstream.clone();
-                async move { upstream.maintain(token).await }
+                async move { upstreams.maintain(token).await }
             }),
             close_upstream,
             addrs: Vec::new(),
@@ -178,8 +183,8 @@ impl Daemon {
         let (scheduler, commands) = scheduler::Handle::new();
         daemon.tracker.spawn(scheduler::run(
             opened.spool.clone(),
-            upstream.clone(),
-            scheduler_settings(&config, upstream.max_connections(), &metrics),
+            upstreams.clone(),
+            scheduler_settings(&config, &metrics),
             opened.recovered,
             opened.committed,
             commands,
@@ -200,7 +205,7 @@ impl Daemon {
                 daemon.live = Some(Live {
                     config: Mutex::new(config.clone()),
                     intake,
-                    upstream,
+                    upstreams,
                     scheduler,
                     metrics,
                 });
@@ -222,9 +227,19 @@ impl Daemon {
             listen = ?daemon.addrs,
             exposure = %config.listen.exposure(),
             allowed_networks = ?config.listen.allowed_networks.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            upstream = %format!("{}:{}", config.upstream.host, config.upstream.port),
-            tls = %config.upstream.tls,
-            user = %config.upstream.username,
+            accounts = %config
+                .accounts
+                .iter()
+                .map(|a| format!(
+                    "{} ({} at {}:{}, {})",
+                    a.name(),
+                    a.upstream.label(),
+                    a.upstream.host,
+                    a.upstream.port,
+                    a.upstream.tls
+                ))
+                .collect::<Vec<_>>()
+                .join(", "),
             hold = config.delivery.hold,
             metrics = ?daemon.metrics_addr,
             "gmail-relay ready"
@@ -311,17 +326,14 @@ impl Daemon {
         let Prepared {
             config: new,
             listen,
-            upstream,
+            upstreams,
         } = prepare(new)?;
-        // A pause may be over once the upstream settings or credentials change: probe it now
-        // rather than at the end of a backoff of up to half an hour.
-        let probe = live.upstream.setup().differs_from(&upstream);
         live.intake.reconfigure(&listen);
-        live.upstream.reconfigure(upstream);
-        live.scheduler.reload(
-            scheduler_settings(&new, live.upstream.max_connections(), &live.metrics),
-            probe,
-        );
+        // A pause may be over once an account's settings or credentials change: those are
+        // probed now rather than at the end of a backoff of up to half an hour.
+        let changed = live.upstreams.reconfigure(upstreams);
+        live.scheduler
+            .reload(scheduler_settings(&new, &live.metrics), changed);
         let mut old = live.config.lock().expect("config lock");
         let restart = needs_restart(&old, &new);
         *old = new;
@@ -369,7 +381,10 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     );
     check(old.queue.dir != new.queue.dir, "queue.dir");
     check(
-        old.upstream.max_connections != new.upstream.max_connections,
+        old.accounts.iter().any(|a| {
+            new.account(a.name())
+                .is_some_and(|b| b.upstream.max_connections != a.upstream.max_connections)
+        }),
         "upstream.max_connections",
     );
     check(old.metrics != new.metrics, "metrics.addr");
@@ -394,6 +409,12 @@ impl Probe for RelayProbe {
             .list(Area::Failed)
             .await
             .map_or(0, |ids| ids.len());
+        let pause_info = |p: &scheduler::PauseStatus| PauseInfo {
+            account: p.account.clone(),
+            cause: p.cause.clone(),
+            reason: p.reason.clone(),
+            next_probe: humantime::format_rfc3339_seconds(p.next_probe).to_string(),
+        };
         Some(State {
             snapshot: Snapshot {
                 waiting: status.scheduled,
@@ -401,15 +422,28 @@ impl Probe for RelayProbe {
                 held: status.held,
                 failed,
                 oldest: status.oldest.map(|id| id.time()),
-                pause: status.pause.as_ref().map(|p| p.cause.clone()),
-                budget_minute: status.budget_minute,
-                budget_day: status.budget_day,
+                accounts: status
+                    .accounts
+                    .iter()
+                    .map(|a| AccountSnapshot {
+                        name: a.name.clone(),
+                        pause: a.pause.as_ref().map(|p| p.cause.clone()),
+                        budget_minute: a.budget_minute,
+                        budget_day: a.budget_day,
+                    })
+                    .collect(),
             },
-            pause: status.pause.map(|p| PauseInfo {
-                cause: p.cause,
-                reason: p.reason,
-                next_probe: humantime::format_rfc3339_seconds(p.next_probe).to_string(),
-            }),
+            pause: status.pause.as_ref().map(pause_info),
+            accounts: status
+                .accounts
+                .iter()
+                .map(|a| AccountHealth {
+                    name: a.name.clone(),
+                    label: a.label.clone(),
+                    pause: a.pause.as_ref().map(pause_info),
+                })
+                .collect(),
+            missing: status.missing.clone(),
             hold: status.on_hold,
         })
     }

@@ -1,5 +1,6 @@
 //! The one step that turns a validated configuration (plain data) into what the relay runs
-//! with: the listener's users and certificate, the upstream's TLS context and credentials.
+//! with: the listener's users, certificate and sender routes, each account's TLS context and
+//! credentials.
 //! `gmail-relay check`, start-up and reload all go through [`prepare`], so a config that
 //! passes `check` starts, and a reload is refused for exactly what `check` would report.
 //!
@@ -17,8 +18,8 @@ pub struct Prepared {
     pub config: Config,
     /// The listener's users and TLS acceptor.
     pub listen: intake::Setup,
-    /// The upstream's TLS context and credentials.
-    pub upstream: delivery::Setup,
+    /// Each account's TLS context and credentials, the default first.
+    pub upstreams: Vec<delivery::Setup>,
 }
 
 /// Why a configuration could not be prepared. Each names the key or file at fault.
@@ -34,11 +35,16 @@ pub enum PrepareError {
 
 /// Builds the runtime parts of `config`.
 pub fn prepare(config: Config) -> Result<Prepared, PrepareError> {
-    let listen = intake::Setup::new(config.listen.clone())?;
-    let upstream = delivery::Setup::new(config.upstream.clone())?;
+    let router = crate::policy::Router::new(&config.accounts);
+    let listen = intake::Setup::new(config.listen.clone(), router)?;
+    let upstreams = config
+        .accounts
+        .iter()
+        .map(|a| delivery::Setup::new(a.upstream.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Prepared {
         config,
         listen,
-        upstream,
+        upstreams,
     })
 }

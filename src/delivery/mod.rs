@@ -29,18 +29,19 @@ mod rewrite;
 mod setup;
 mod tls;
 mod transaction;
+mod upstreams;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 pub use classify::{Class, Failure, Stage, classify};
 pub use connection::PROBE_AFTER;
 pub use rewrite::Rewrite;
 pub use setup::{Setup, SetupError};
 pub use tls::TlsSetupError;
+pub use upstreams::Upstreams;
 
 use crate::observe::Metrics;
 use connection::Conn;
@@ -173,6 +174,8 @@ pub struct Upstream {
 }
 
 struct Inner {
+    /// The account's name (fixed: another name is another upstream).
+    name: String,
     /// The settings in force; replaced by [`Upstream::reconfigure`].
     current: std::sync::RwLock<Arc<Current>>,
     pool: Pool,
@@ -192,6 +195,7 @@ impl Upstream {
     pub fn new(setup: Setup, metrics: Metrics) -> Self {
         Upstream {
             inner: Arc::new(Inner {
+                name: setup.cfg.name.clone(),
                 pool: Pool::new(setup.cfg.max_connections),
                 current: std::sync::RwLock::new(Arc::new(Current {
                     setup,
@@ -200,6 +204,11 @@ impl Upstream {
                 metrics,
             }),
         }
+    }
+
+    /// The account's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
     }
 
     fn current(&self) -> Arc<Current> {
@@ -282,12 +291,12 @@ impl Upstream {
         let timeout = self.current().setup.cfg.timeout;
         let mut conn = match self.inner.pool.take(|e| self.usable(e)) {
             Some(conn) => {
-                self.inner.metrics.transaction(true);
+                self.inner.metrics.transaction(self.name(), true);
                 conn
             }
             None => {
                 let conn = self.open().await?;
-                self.inner.metrics.transaction(false);
+                self.inner.metrics.transaction(self.name(), false);
                 conn
             }
         };
@@ -320,7 +329,7 @@ impl Upstream {
                 TxResult::Lost(reason) if !fresh => {
                     tracing::debug!(%reason, "upstream connection lost; sending again on a new one");
                     conn = self.open().await?;
-                    self.inner.metrics.transaction(false);
+                    self.inner.metrics.transaction(self.name(), false);
                 }
                 TxResult::Lost(reason) => {
                     let outcome = RecipientOutcome::Deferred(reason);
@@ -343,11 +352,12 @@ impl Upstream {
             cfg.host,
             cfg.port,
             cfg.tls,
-            cfg.username,
+            cfg.label(),
             match cfg.auth {
                 crate::config::AuthConfig::XOAuth2(_) => "XOAUTH2",
                 crate::config::AuthConfig::Password(_) if conn.caps.auth("PLAIN") => "PLAIN",
                 crate::config::AuthConfig::Password(_) => "LOGIN",
+                crate::config::AuthConfig::None => "no AUTH (the relay service)",
             },
             conn.caps
                 .size()
@@ -362,11 +372,11 @@ impl Upstream {
         let current = self.current();
         let opened = connection::open(&current.setup).await;
         match &opened {
-            Ok(_) => self.inner.metrics.login(true),
+            Ok(_) => self.inner.metrics.login(self.name(), true),
             Err(Pause {
                 kind: PauseKind::Credentials,
                 ..
-            }) => self.inner.metrics.login(false),
+            }) => self.inner.metrics.login(self.name(), false),
             Err(_) => {}
         }
         let mut conn = opened?;
@@ -391,13 +401,20 @@ impl Upstream {
                 .is_none_or(|e| e > Instant::now() + TOKEN_MARGIN)
     }
 
-    /// Closes idle connections when they pass `upstream.idle_timeout` (before Gmail times them
-    /// out itself), and all of them when `cancel` fires. Run it as a background task.
-    pub async fn maintain(&self, cancel: CancellationToken) {
-        let period = (self.current().setup.cfg.idle_timeout / 4).max(Duration::from_millis(100));
-        self.inner
-            .pool
-            .maintain(period, |e| self.usable(e), cancel)
-            .await;
+    /// How often idle connections should be checked: a quarter of `idle_timeout`, at least
+    /// every 100 ms.
+    pub fn maintenance_period(&self) -> Duration {
+        (self.current().setup.cfg.idle_timeout / 4).max(Duration::from_millis(100))
+    }
+
+    /// Closes idle connections that passed `upstream.idle_timeout` (before Gmail times them
+    /// out itself) or whose token is about to expire.
+    pub async fn close_stale(&self) {
+        self.inner.pool.close_stale(|e| self.usable(e)).await;
+    }
+
+    /// Says QUIT on every idle connection (shutdown, or the account was removed).
+    pub async fn close_all(&self) {
+        self.inner.pool.close_all().await;
     }
 }

@@ -8,11 +8,9 @@
 //! says QUIT to the ones that fail the rule.
 
 use std::sync::Mutex;
-use std::time::Duration;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::connection::Conn;
 
@@ -74,29 +72,21 @@ impl Pool {
         }
     }
 
-    /// Every `period`, closes the idle connections that fail `usable` (before the server times
-    /// them out itself); closes all of them when `cancel` fires. Run it as a background task.
-    pub async fn maintain(
-        &self,
-        period: Duration,
-        usable: impl Fn(&Idle) -> bool,
-        cancel: CancellationToken,
-    ) {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(period) => {}
-                _ = cancel.cancelled() => break,
-            }
-            let stale: Vec<Idle> = {
-                let mut idle = self.idle.lock().expect("pool lock");
-                let (fresh, stale) = std::mem::take(&mut *idle).into_iter().partition(&usable);
-                *idle = fresh;
-                stale
-            };
-            for e in stale {
-                e.conn.client.quit().await;
-            }
+    /// Closes the idle connections that fail `usable` (before the server times them out).
+    pub async fn close_stale(&self, usable: impl Fn(&Idle) -> bool) {
+        let stale: Vec<Idle> = {
+            let mut idle = self.idle.lock().expect("pool lock");
+            let (fresh, stale) = std::mem::take(&mut *idle).into_iter().partition(&usable);
+            *idle = fresh;
+            stale
+        };
+        for e in stale {
+            e.conn.client.quit().await;
         }
+    }
+
+    /// Says QUIT on every idle connection (shutdown).
+    pub async fn close_all(&self) {
         let all = std::mem::take(&mut *self.idle.lock().expect("pool lock"));
         for e in all {
             e.conn.client.quit().await;

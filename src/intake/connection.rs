@@ -88,6 +88,8 @@ pub struct Shared<Q = Spool> {
     pub data_timeout: Duration,
     /// The listener certificate, if configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Chooses each message's account from its sender.
+    pub router: Arc<crate::policy::Router>,
     /// Where received messages are counted.
     pub metrics: crate::observe::Metrics,
 }
@@ -329,7 +331,9 @@ where
         at: received_at,
     });
     let size = trace.len() + fixed.added.len() + body.len();
+    let account = shared.router.route(&tx.sender).to_owned();
     let envelope = Envelope {
+        account: Some(account),
         sender: tx.sender,
         recipients: tx.recipients,
         notify_never: tx.notify_never,

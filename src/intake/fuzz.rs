@@ -94,6 +94,7 @@ async fn run(input: &[u8]) {
         idle_timeout: cfg.idle_timeout,
         data_timeout: cfg.data_timeout,
         tls: None,
+        router: Arc::new(crate::policy::Router::new(&[])),
         metrics: Default::default(),
     };
     let peer = Peer {
@@ -166,6 +167,7 @@ mod tests {
             eight_bit_mime: false,
             smtputf8: false,
             notify_never: vec![],
+            account: None,
         };
         let id = super::Check.new_id();
         let _ = block_on(super::Check.commit(id, envelope, vec![]));

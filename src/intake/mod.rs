@@ -45,7 +45,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Users;
 use crate::config::{ListenConfig, ListenerKind};
 use crate::observe::Metrics;
-use crate::policy::Policy;
+use crate::policy::{Policy, Router};
 use crate::spool::Spool;
 
 /// Why the intake could not be set up from its configuration.
@@ -72,11 +72,13 @@ pub struct Setup {
     pub cfg: ListenConfig,
     users: Users,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    router: Arc<Router>,
 }
 
 impl Setup {
-    /// Parses the users and loads the certificate of `cfg`.
-    pub fn new(cfg: ListenConfig) -> Result<Setup, ListenSetupError> {
+    /// Parses the users and loads the certificate of `cfg`; `router` chooses each message's
+    /// account from its sender.
+    pub fn new(cfg: ListenConfig, router: Router) -> Result<Setup, ListenSetupError> {
         let users =
             Users::parse(cfg.users.iter().map(|u| u.line.as_str())).map_err(|(i, why)| {
                 ListenSetupError::User {
@@ -88,7 +90,12 @@ impl Setup {
             (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
             _ => None,
         };
-        Ok(Setup { cfg, users, tls })
+        Ok(Setup {
+            cfg,
+            users,
+            tls,
+            router: Arc::new(router),
+        })
     }
 }
 
@@ -127,6 +134,7 @@ fn shared(setup: &Setup, spool: Spool, metrics: Metrics) -> connection::Shared {
         idle_timeout: cfg.idle_timeout,
         data_timeout: cfg.data_timeout,
         tls: setup.tls.clone(),
+        router: setup.router.clone(),
         metrics,
     }
 }

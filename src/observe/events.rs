@@ -58,22 +58,41 @@ pub fn received(id: &str, client: IpAddr, from: &str, to: &[String], size: usize
     info!(target: TARGET, id, %client, from = sender(from), to = %to.join(","), size, "received");
 }
 
-/// The upstream accepted the message for one recipient.
-pub fn delivered(id: &str, to: &str, reply: &str) {
-    info!(target: TARGET, id, to, reply, "delivered");
+/// The upstream accepted the message for one recipient, through `account` (or, `via`, the
+/// failover account carrying its mail).
+pub fn delivered(id: &str, account: &str, via: Option<&str>, to: &str, reply: &str) {
+    match via {
+        Some(via) => info!(target: TARGET, id, account, via, to, reply, "delivered"),
+        None => info!(target: TARGET, id, account, to, reply, "delivered"),
+    }
 }
 
 /// An attempt failed temporarily; the message (or these recipients) will be tried again.
-pub fn deferred(id: &str, to: &[String], reason: &str, next_attempt: SystemTime, attempts: u32) {
-    info!(
-        target: TARGET, id, to = %to.join(","), reason,
-        next_attempt = %when(next_attempt), attempts, "deferred"
-    );
+pub fn deferred(
+    id: &str,
+    account: &str,
+    via: Option<&str>,
+    to: &[String],
+    reason: &str,
+    next_attempt: SystemTime,
+    attempts: u32,
+) {
+    let next_attempt = when(next_attempt);
+    let to = to.join(",");
+    match via {
+        Some(via) => info!(
+            target: TARGET, id, account, via, to, reason, next_attempt, attempts, "deferred"
+        ),
+        None => info!(target: TARGET, id, account, to, reason, next_attempt, attempts, "deferred"),
+    }
 }
 
 /// The upstream refused one recipient permanently; the others are unaffected.
-pub fn recipient_failed(id: &str, to: &str, reply: &str) {
-    warn!(target: TARGET, id, to, reply, "recipient failed");
+pub fn recipient_failed(id: &str, account: &str, via: Option<&str>, to: &str, reply: &str) {
+    match via {
+        Some(via) => warn!(target: TARGET, id, account, via, to, reply, "recipient failed"),
+        None => warn!(target: TARGET, id, account, to, reply, "recipient failed"),
+    }
 }
 
 /// The message was given up on and moved to the failed area.
@@ -93,19 +112,23 @@ pub fn removed(id: &str) {
 
 /// Delivery as a whole stopped until `until`, for `cause` ("unreachable", "tls",
 /// "credentials", "quota"). Causes only the operator can fix get an error line saying so.
-pub fn upstream_paused(cause: &str, reason: &str, until: SystemTime) {
-    warn!(target: TARGET, cause, reason, until = %when(until), "upstream paused");
+pub fn upstream_paused(account: &str, cause: &str, reason: &str, until: SystemTime) {
+    warn!(target: TARGET, account, cause, reason, until = %when(until), "upstream paused");
     match cause {
         "credentials" => error!(
+            account,
             reason,
             "delivery paused: the upstream refuses the relay's login or account (the reason says \
              what to fix); mail stays queued and is sent once the login works"
         ),
         "quota" => error!(
-            "the Gmail account's sending limit is reached; mail stays queued and is sent when the \
-             limit allows (probing every delivery.quota_pause)"
+            account,
+            "the Gmail account's sending limit is reached; its mail stays queued (or goes through \
+             its failover accounts) and is sent when the limit allows (probing every \
+             delivery.quota_pause)"
         ),
         "tls" => error!(
+            account,
             reason,
             "delivery paused: no secure connection to the upstream (the reason says what to \
              fix); nothing is sent in clear, mail stays queued"
@@ -124,14 +147,24 @@ pub fn attempt_crashed(id: &str, error: &str, next_attempt: SystemTime) {
     );
 }
 
-/// The send budget (`delivery.max_per_minute` / `max_per_day`) is spent until `until`.
-pub fn budget_spent(until: SystemTime) {
-    info!(target: TARGET, until = %when(until), "send budget spent; waiting");
+/// The send budget of `account` (`max_per_minute` / `max_per_day`) is spent until `until`.
+pub fn budget_spent(account: &str, until: SystemTime) {
+    info!(target: TARGET, account, until = %when(until), "send budget spent; waiting");
 }
 
-/// Delivery resumed after a pause.
-pub fn upstream_resumed() {
-    info!(target: TARGET, "upstream resumed");
+/// Delivery through `account` resumed after a pause.
+pub fn upstream_resumed(account: &str) {
+    info!(target: TARGET, account, "upstream resumed");
+}
+
+/// `count` messages wait for `account`, which is not configured (a reload removed it). They
+/// stay queued: nothing is re-routed silently.
+pub fn account_missing(account: &str, count: usize) {
+    warn!(
+        target: TARGET, account, count,
+        "messages wait for an account that is not configured; add it back, or move them with \
+         `gmail-relay queue requeue --account NAME ID`"
+    );
 }
 
 /// The operator deleted a message (`gmail-relay queue delete`) from `area` ("queue" or

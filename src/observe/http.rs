@@ -24,7 +24,9 @@ use super::{Metrics, Snapshot};
 /// A delivery pause, as health reports it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PauseInfo {
-    /// "unreachable", "credentials" or "quota".
+    /// The paused account.
+    pub account: String,
+    /// "unreachable", "tls", "credentials" or "quota".
     pub cause: String,
     /// The upstream's words.
     pub reason: String,
@@ -32,13 +34,28 @@ pub struct PauseInfo {
     pub next_probe: String,
 }
 
+/// One account, as health reports it.
+#[derive(Debug, Clone)]
+pub struct AccountHealth {
+    /// Its name.
+    pub name: String,
+    /// Who it logs in as.
+    pub label: String,
+    /// Why it is paused, if it is.
+    pub pause: Option<PauseInfo>,
+}
+
 /// The relay's state at one instant.
 #[derive(Debug, Clone)]
 pub struct State {
     /// Queue depth and the rest of the metrics' gauges.
     pub snapshot: Snapshot,
-    /// Why delivery is paused, if it is.
+    /// The first paused account's pause, if any account is paused.
     pub pause: Option<PauseInfo>,
+    /// Each account.
+    pub accounts: Vec<AccountHealth>,
+    /// Messages waiting for accounts that are not configured: (account, messages).
+    pub missing: Vec<(String, usize)>,
     /// `delivery.hold` is on (the relay only queues).
     pub hold: bool,
 }
@@ -67,22 +84,46 @@ pub fn health(state: Option<&State>, now: SystemTime) -> (StatusCode, serde_json
             .and_then(|t| now.duration_since(t).ok())
             .map_or(0, |d| d.as_secs()),
     });
-    match &state.pause {
-        Some(p) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            serde_json::json!({
-                "status": "paused",
-                "cause": p.cause,
-                "reason": p.reason,
-                "next_probe": p.next_probe,
-                "queue": queue,
-            }),
-        ),
-        None => (
-            StatusCode::OK,
-            serde_json::json!({ "status": "ok", "hold": state.hold, "queue": queue }),
-        ),
+    let accounts: serde_json::Map<String, serde_json::Value> = state
+        .accounts
+        .iter()
+        .map(|a| {
+            let value = match &a.pause {
+                Some(p) => serde_json::json!({
+                    "status": "paused", "user": a.label, "cause": p.cause,
+                    "reason": p.reason, "next_probe": p.next_probe,
+                }),
+                None => serde_json::json!({ "status": "ok", "user": a.label }),
+            };
+            (a.name.clone(), value)
+        })
+        .collect();
+    let missing: serde_json::Map<String, serde_json::Value> = state
+        .missing
+        .iter()
+        .map(|(a, n)| (a.clone(), serde_json::json!(n)))
+        .collect();
+    let mut body = match &state.pause {
+        Some(p) => serde_json::json!({
+            "status": "paused",
+            "account": p.account,
+            "cause": p.cause,
+            "reason": p.reason,
+            "next_probe": p.next_probe,
+            "queue": queue,
+        }),
+        None => serde_json::json!({ "status": "ok", "hold": state.hold, "queue": queue }),
+    };
+    body["accounts"] = serde_json::Value::Object(accounts);
+    if !missing.is_empty() {
+        body["waiting_for_missing_accounts"] = serde_json::Value::Object(missing);
     }
+    let code = if state.pause.is_some() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (code, body)
 }
 
 /// Serves `/healthz` and `/metrics` on `listener` until `stop` fires.

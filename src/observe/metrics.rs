@@ -5,6 +5,9 @@
 //! login). State that already lives somewhere (queue depth, pause, send budget) is not
 //! duplicated: the gauges are set from the scheduler's status just before each scrape.
 //!
+//! What belongs to an account (its logins and transactions, the outcomes of the mail it sent,
+//! its pause and its budget) carries an `account` label.
+//!
 //! One [`Metrics`] per relay, passed to the parts that count; there is no global registry, so
 //! several relays in one process (the tests) keep their own numbers.
 
@@ -20,6 +23,14 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
 type Labels = [(&'static str, &'static str); 1];
+/// `account` and one more label.
+type AccountLabels = Vec<(&'static str, String)>;
+
+fn of(account: &str, more: &[(&'static str, &str)]) -> AccountLabels {
+    let mut labels = vec![("account", account.to_owned())];
+    labels.extend(more.iter().map(|&(k, v)| (k, v.to_owned())));
+    labels
+}
 
 /// The relay's counters and gauges. Cheap to clone (shared).
 #[derive(Clone)]
@@ -29,17 +40,17 @@ pub struct Metrics {
 
 struct Inner {
     received: Counter,
-    delivered: Counter,
-    deferred: Counter,
-    failed: Counter,
-    recipients: Family<Labels, Counter>,
-    logins: Family<Labels, Counter>,
-    transactions: Family<Labels, Counter>,
+    delivered: Family<AccountLabels, Counter>,
+    deferred: Family<AccountLabels, Counter>,
+    failed: Family<AccountLabels, Counter>,
+    recipients: Family<AccountLabels, Counter>,
+    logins: Family<AccountLabels, Counter>,
+    transactions: Family<AccountLabels, Counter>,
     latency: Histogram,
     queue: Family<Labels, Gauge>,
     oldest: Gauge<f64, AtomicU64>,
-    paused: Family<Labels, Gauge>,
-    budget: Family<Labels, Gauge>,
+    paused: Family<AccountLabels, Gauge>,
+    budget: Family<AccountLabels, Gauge>,
     registry: Registry,
 }
 
@@ -56,9 +67,18 @@ pub struct Snapshot {
     pub failed: usize,
     /// When the oldest queued message arrived.
     pub oldest: Option<SystemTime>,
-    /// The cause of the current pause ("unreachable", "tls", "credentials", "quota").
+    /// Each account's pause and budget.
+    pub accounts: Vec<AccountSnapshot>,
+}
+
+/// One account's state at a scrape.
+#[derive(Debug, Clone, Default)]
+pub struct AccountSnapshot {
+    /// The account's name.
+    pub name: String,
+    /// The cause of its pause ("unreachable", "tls", "credentials", "quota").
     pub pause: Option<String>,
-    /// Recipients left in the send budget's minute and day windows (when limited).
+    /// Recipients left in its send budget's minute and day windows (when limited).
     pub budget_minute: Option<u32>,
     /// See `budget_minute`.
     pub budget_day: Option<u32>,
@@ -84,18 +104,18 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("gmail_relay");
         let received = Counter::default();
-        let delivered = Counter::default();
-        let deferred = Counter::default();
-        let failed = Counter::default();
-        let recipients = Family::<Labels, Counter>::default();
-        let logins = Family::<Labels, Counter>::default();
-        let transactions = Family::<Labels, Counter>::default();
+        let delivered = Family::<AccountLabels, Counter>::default();
+        let deferred = Family::<AccountLabels, Counter>::default();
+        let failed = Family::<AccountLabels, Counter>::default();
+        let recipients = Family::<AccountLabels, Counter>::default();
+        let logins = Family::<AccountLabels, Counter>::default();
+        let transactions = Family::<AccountLabels, Counter>::default();
         // 10 ms to about 2.8 hours: a warm delivery to a queue that waited through a pause.
         let latency = Histogram::new(exponential_buckets(0.01, 4.0, 11));
         let queue = Family::<Labels, Gauge>::default();
         let oldest = Gauge::<f64, AtomicU64>::default();
-        let paused = Family::<Labels, Gauge>::default();
-        let budget = Family::<Labels, Gauge>::default();
+        let paused = Family::<AccountLabels, Gauge>::default();
+        let budget = Family::<AccountLabels, Gauge>::default();
         registry.register(
             "messages_received",
             "Messages acknowledged with 250 and queued",
@@ -103,32 +123,32 @@ impl Metrics {
         );
         registry.register(
             "messages_delivered",
-            "Messages the upstream accepted for every recipient, removed from the queue",
+            "Messages the upstream accepted for every recipient, removed from the queue, by account",
             delivered.clone(),
         );
         registry.register(
             "messages_deferred",
-            "Attempts that left a message queued for a later try",
+            "Attempts that left a message queued for a later try, by account",
             deferred.clone(),
         );
         registry.register(
             "messages_failed",
-            "Messages moved to the failed area",
+            "Messages moved to the failed area, by account",
             failed.clone(),
         );
         registry.register(
             "recipients",
-            "Recipient outcomes of delivery attempts, by outcome",
+            "Recipient outcomes of delivery attempts, by sending account and outcome",
             recipients.clone(),
         );
         registry.register(
             "upstream_logins",
-            "Logins to the upstream, by result (ok, refused)",
+            "Logins to the upstream, by account and result (ok, refused)",
             logins.clone(),
         );
         registry.register(
             "upstream_transactions",
-            "Mail transactions sent upstream, by connection (new, reused)",
+            "Mail transactions sent upstream, by account and connection (new, reused)",
             transactions.clone(),
         );
         registry.register_with_unit(
@@ -150,17 +170,14 @@ impl Metrics {
         );
         registry.register(
             "delivery_paused",
-            "1 while delivery is paused for this cause (unreachable, tls, credentials, quota)",
+            "1 while the account is paused for this cause (unreachable, tls, credentials, quota)",
             paused.clone(),
         );
         registry.register(
             "send_budget_remaining",
-            "Recipients that may still be sent in the window (minute, day), when limited",
+            "Recipients the account may still send in the window (minute, day), when limited",
             budget.clone(),
         );
-        for cause in CAUSES {
-            let _ = paused.get_or_create(&[("cause", cause)]);
-        }
         Metrics {
             inner: Arc::new(Inner {
                 received,
@@ -185,23 +202,23 @@ impl Metrics {
         self.inner.received.inc();
     }
 
-    /// A message left the queue delivered to every recipient.
-    pub fn delivered(&self) {
-        self.inner.delivered.inc();
+    /// A message of `account` left the queue delivered to every recipient.
+    pub fn delivered(&self, account: &str) {
+        self.inner.delivered.get_or_create(&of(account, &[])).inc();
     }
 
-    /// An attempt left a message for later.
-    pub fn deferred(&self) {
-        self.inner.deferred.inc();
+    /// An attempt left a message of `account` for later.
+    pub fn deferred(&self, account: &str) {
+        self.inner.deferred.get_or_create(&of(account, &[])).inc();
     }
 
-    /// A message moved to the failed area.
-    pub fn failed(&self) {
-        self.inner.failed.inc();
+    /// A message of `account` moved to the failed area.
+    pub fn failed(&self, account: &str) {
+        self.inner.failed.get_or_create(&of(account, &[])).inc();
     }
 
-    /// Recipient outcomes of one attempt.
-    pub fn recipients(&self, delivered: u64, deferred: u64, failed: u64) {
+    /// Recipient outcomes of one attempt sent through `account`.
+    pub fn recipients(&self, account: &str, delivered: u64, deferred: u64, failed: u64) {
         for (outcome, n) in [
             ("delivered", delivered),
             ("deferred", deferred),
@@ -210,24 +227,27 @@ impl Metrics {
             if n > 0 {
                 self.inner
                     .recipients
-                    .get_or_create(&[("outcome", outcome)])
+                    .get_or_create(&of(account, &[("outcome", outcome)]))
                     .inc_by(n);
             }
         }
     }
 
-    /// A login to the upstream succeeded (`true`) or was refused.
-    pub fn login(&self, ok: bool) {
+    /// A login to the upstream as `account` succeeded (`true`) or was refused.
+    pub fn login(&self, account: &str, ok: bool) {
         let result = if ok { "ok" } else { "refused" };
-        self.inner.logins.get_or_create(&[("result", result)]).inc();
+        self.inner
+            .logins
+            .get_or_create(&of(account, &[("result", result)]))
+            .inc();
     }
 
-    /// A transaction went upstream on a new or a reused connection.
-    pub fn transaction(&self, reused: bool) {
+    /// A transaction went upstream through `account` on a new or a reused connection.
+    pub fn transaction(&self, account: &str, reused: bool) {
         let connection = if reused { "reused" } else { "new" };
         self.inner
             .transactions
-            .get_or_create(&[("connection", connection)])
+            .get_or_create(&of(account, &[("connection", connection)]))
             .inc();
     }
 
@@ -252,18 +272,22 @@ impl Metrics {
             .and_then(|t| now.duration_since(t).ok())
             .unwrap_or_default();
         i.oldest.set(age.as_secs_f64());
-        for cause in CAUSES {
-            let on = snapshot.pause.as_deref() == Some(cause);
-            i.paused.get_or_create(&[("cause", cause)]).set(on.into());
-        }
-        for (window, left) in [
-            ("minute", snapshot.budget_minute),
-            ("day", snapshot.budget_day),
-        ] {
-            if let Some(left) = left {
-                i.budget
-                    .get_or_create(&[("window", window)])
-                    .set(left.into());
+        // Accounts a reload removed keep no series.
+        i.paused.clear();
+        i.budget.clear();
+        for a in &snapshot.accounts {
+            for cause in CAUSES {
+                let on = a.pause.as_deref() == Some(cause);
+                i.paused
+                    .get_or_create(&of(&a.name, &[("cause", cause)]))
+                    .set(on.into());
+            }
+            for (window, left) in [("minute", a.budget_minute), ("day", a.budget_day)] {
+                if let Some(left) = left {
+                    i.budget
+                        .get_or_create(&of(&a.name, &[("window", window)]))
+                        .set(left.into());
+                }
             }
         }
         let mut text = String::new();
@@ -280,9 +304,10 @@ mod tests {
     fn every_series_is_prefixed_and_the_gauges_follow_the_snapshot() {
         let m = Metrics::new();
         m.received();
-        m.recipients(2, 1, 0);
-        m.login(true);
-        m.transaction(true);
+        m.recipients("default", 2, 1, 0);
+        m.login("default", true);
+        m.login("billing", false);
+        m.transaction("default", true);
         m.latency(Duration::from_millis(30));
         let now = SystemTime::now();
         let text = m.encode(
@@ -290,8 +315,18 @@ mod tests {
                 waiting: 3,
                 held: 1,
                 oldest: Some(now - Duration::from_secs(90)),
-                pause: Some("quota".into()),
-                budget_day: Some(1500),
+                accounts: vec![
+                    AccountSnapshot {
+                        name: "default".into(),
+                        pause: Some("quota".into()),
+                        budget_day: Some(1500),
+                        ..AccountSnapshot::default()
+                    },
+                    AccountSnapshot {
+                        name: "billing".into(),
+                        ..AccountSnapshot::default()
+                    },
+                ],
                 ..Snapshot::default()
             },
             now,
@@ -301,16 +336,18 @@ mod tests {
         }
         for want in [
             "gmail_relay_messages_received_total 1",
-            "gmail_relay_recipients_total{outcome=\"delivered\"} 2",
-            "gmail_relay_upstream_logins_total{result=\"ok\"} 1",
-            "gmail_relay_upstream_transactions_total{connection=\"reused\"} 1",
+            "gmail_relay_recipients_total{account=\"default\",outcome=\"delivered\"} 2",
+            "gmail_relay_upstream_logins_total{account=\"default\",result=\"ok\"} 1",
+            "gmail_relay_upstream_logins_total{account=\"billing\",result=\"refused\"} 1",
+            "gmail_relay_upstream_transactions_total{account=\"default\",connection=\"reused\"} 1",
             "gmail_relay_delivery_latency_seconds_count 1",
             "gmail_relay_queue_messages{state=\"waiting\"} 3",
             "gmail_relay_queue_messages{state=\"held\"} 1",
             "gmail_relay_oldest_message_age_seconds 90",
-            "gmail_relay_delivery_paused{cause=\"quota\"} 1",
-            "gmail_relay_delivery_paused{cause=\"credentials\"} 0",
-            "gmail_relay_send_budget_remaining{window=\"day\"} 1500",
+            "gmail_relay_delivery_paused{account=\"default\",cause=\"quota\"} 1",
+            "gmail_relay_delivery_paused{account=\"default\",cause=\"credentials\"} 0",
+            "gmail_relay_delivery_paused{account=\"billing\",cause=\"quota\"} 0",
+            "gmail_relay_send_budget_remaining{account=\"default\",window=\"day\"} 1500",
         ] {
             assert!(text.contains(want), "{want} missing from:\n{text}");
         }

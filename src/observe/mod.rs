@@ -14,7 +14,7 @@ pub mod events;
 pub mod http;
 pub mod metrics;
 
-pub use metrics::{Metrics, Snapshot};
+pub use metrics::{AccountSnapshot, Metrics, Snapshot};
 
 use crate::config::{LogConfig, LogFormat};
 

@@ -1,6 +1,9 @@
-//! One delivery attempt for one queued message: load, deliver to the pending recipients,
-//! record every outcome in the spool, and say when (if ever) to try again.
+//! One delivery attempt for one queued message: load, deliver to the pending recipients
+//! through its account (or the failover account carrying it), record every outcome in the
+//! spool, and say when (if ever) to try again.
 
+use std::collections::HashMap;
+use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -37,6 +40,31 @@ pub enum Next {
     },
 }
 
+/// Which account a message belongs to, and which one sends it this time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The message's account.
+    pub account: String,
+    /// The failover account carrying it while its own is paused.
+    pub via: Option<String>,
+}
+
+impl Route {
+    /// The account that logs in and sends.
+    pub fn sender(&self) -> &str {
+        self.via.as_deref().unwrap_or(&self.account)
+    }
+}
+
+impl fmt::Display for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.via {
+            Some(via) => write!(f, "{} via {via}", self.account),
+            None => f.write_str(&self.account),
+        }
+    }
+}
+
 /// What attempts share.
 pub struct Ctx<C> {
     pub spool: Spool,
@@ -48,8 +76,8 @@ pub struct Ctx<C> {
     pub hostname: String,
     /// Wall-clock time, consistent with the scheduler's timers.
     pub clock: super::Clock,
-    /// Sender rewrites applied to the copy sent upstream.
-    pub rewrite: crate::delivery::Rewrite,
+    /// Sender rewrites applied to the copy sent upstream, per sending account.
+    pub rewrites: HashMap<String, crate::delivery::Rewrite>,
     /// Where outcomes are counted.
     pub metrics: crate::observe::Metrics,
 }
@@ -64,26 +92,37 @@ impl<C> Ctx<C> {
             bounce: settings.bounce.clone(),
             hostname: settings.hostname.clone(),
             clock,
-            rewrite: settings.rewrite.clone(),
+            rewrites: settings
+                .accounts
+                .iter()
+                .map(|a| (a.name.clone(), a.rewrite.clone()))
+                .collect(),
             metrics: settings.metrics.clone(),
         }
     }
 }
 
-/// Runs one attempt. `plan` says when to probe next if this attempt pauses delivery.
-pub async fn run<C: Courier>(ctx: Arc<Ctx<C>>, id: QueueId, plan: ProbePlan) -> AttemptReport {
+/// Runs one attempt along `route`. `plan` says when to probe next if this attempt pauses
+/// delivery.
+pub async fn run<C: Courier>(
+    ctx: Arc<Ctx<C>>,
+    id: QueueId,
+    route: Route,
+    plan: ProbePlan,
+) -> AttemptReport {
     let mut report = AttemptReport {
         next: Next::Done,
         reached_upstream: false,
         delivered: 0,
     };
-    report.next = attempt(&ctx, id, plan, &mut report).await;
+    report.next = attempt(&ctx, id, &route, plan, &mut report).await;
     report
 }
 
 async fn attempt<C: Courier>(
     ctx: &Ctx<C>,
     id: QueueId,
+    route: &Route,
     plan: ProbePlan,
     report: &mut AttemptReport,
 ) -> Next {
@@ -106,15 +145,21 @@ async fn attempt<C: Courier>(
         // Settled before a crash cut the bookkeeping short; finish it.
         return finish(ctx, &msg, state).await;
     }
-    let rewritten = ctx.rewrite.message(&msg.body);
+    // Gmail sends as the account that logs in: the rewrites are the sending account's.
+    let no_rewrite = crate::delivery::Rewrite::default();
+    let rewrite = ctx.rewrites.get(route.sender()).unwrap_or(&no_rewrite);
+    let rewritten = rewrite.message(&msg.body);
     let outgoing = Outgoing::new(
-        ctx.rewrite.sender(&msg.envelope.sender),
+        rewrite.sender(&msg.envelope.sender),
         rewritten.as_deref().unwrap_or(&msg.body),
         msg.envelope.eight_bit_mime,
         msg.envelope.smtputf8,
     );
     state.attempts += 1;
-    let result = ctx.courier.deliver(&outgoing, &pending).await;
+    let result = ctx
+        .courier
+        .deliver(route.sender(), &outgoing, &pending)
+        .await;
     let now = ctx.clock.now();
     let expires = ctx.policy.expires(msg.envelope.received_at);
     report.reached_upstream = result.reached_upstream();
@@ -132,13 +177,25 @@ async fn attempt<C: Courier>(
         };
         match &outcome {
             RecipientOutcome::Delivered(reply) => {
-                events::delivered(&id_text, address, reply);
+                events::delivered(
+                    &id_text,
+                    &route.account,
+                    route.via.as_deref(),
+                    address,
+                    reply,
+                );
                 r.status = RecipientStatus::Delivered;
                 report.delivered += 1;
                 n_delivered += 1;
             }
             RecipientOutcome::Failed(reply) => {
-                events::recipient_failed(&id_text, address, reply);
+                events::recipient_failed(
+                    &id_text,
+                    &route.account,
+                    route.via.as_deref(),
+                    address,
+                    reply,
+                );
                 r.status = RecipientStatus::Failed;
                 n_failed += 1;
             }
@@ -150,15 +207,20 @@ async fn attempt<C: Courier>(
         r.reply = Some(outcome.text().to_owned());
     }
     ctx.metrics
-        .recipients(n_delivered, deferred.len() as u64, n_failed);
+        .recipients(route.sender(), n_delivered, deferred.len() as u64, n_failed);
     if n_delivered > 0 {
         ctx.metrics.latency(
             now.duration_since(msg.envelope.received_at)
                 .unwrap_or_default(),
         );
     }
+    let via = route
+        .via
+        .as_ref()
+        .map(|v| format!(" via {v}"))
+        .unwrap_or_default();
     let summary = format!(
-        "attempt {}: {n_delivered} delivered, {n_failed} failed, {} deferred",
+        "attempt {}{via}: {n_delivered} delivered, {n_failed} failed, {} deferred",
         state.attempts,
         deferred.len()
     );
@@ -215,8 +277,16 @@ async fn attempt<C: Courier>(
     state.last_error = Some(reason.clone());
     state.next_attempt = at;
     save(&ctx.spool, id, &state).await;
-    events::deferred(&id_text, &deferred, &reason, at, state.attempts);
-    ctx.metrics.deferred();
+    events::deferred(
+        &id_text,
+        &route.account,
+        route.via.as_deref(),
+        &deferred,
+        &reason,
+        at,
+        state.attempts,
+    );
+    ctx.metrics.deferred(&route.account);
     next
 }
 
@@ -237,7 +307,7 @@ async fn finish<C: Courier>(ctx: &Ctx<C>, msg: &Message, mut state: DeliveryStat
         match ctx.spool.remove(msg.id).await {
             Ok(()) => {
                 events::removed(&id_text);
-                ctx.metrics.delivered();
+                ctx.metrics.delivered(msg.account());
             }
             Err(e) => {
                 tracing::error!(id = %id_text, error = %e, "could not remove a delivered message; it may be sent again")
@@ -275,7 +345,7 @@ async fn finish<C: Courier>(ctx: &Ctx<C>, msg: &Message, mut state: DeliveryStat
     match ctx.spool.fail(msg.id, &state).await {
         Ok(()) => {
             events::failed(&id_text, &reason);
-            ctx.metrics.failed();
+            ctx.metrics.failed(msg.account());
         }
         Err(e) => {
             tracing::error!(id = %id_text, error = %e, "could not move a failed message to the failed area")
@@ -308,6 +378,7 @@ async fn bounce<C: Courier>(ctx: &Ctx<C>, msg: &Message, failed: &[Failed<'_>], 
         eight_bit_mime: !dsn.is_ascii(),
         smtputf8: !to.is_ascii(),
         notify_never: Vec::new(),
+        account: None,
     };
     match ctx.spool.commit(dsn_id, envelope, vec![dsn]).await {
         Ok(()) => events::bounced(&id_text, &dsn_id.to_string(), to),

@@ -1,16 +1,17 @@
-//! The send budget: `delivery.max_per_minute` and `delivery.max_per_day`, counted in
-//! recipients the upstream accepted, over rolling windows (the last 60 seconds, the last 24
-//! hours), as Gmail counts its sending limits.
+//! The send budget of one account: its `max_per_minute` and `max_per_day` (or
+//! `delivery.max_per_minute` / `max_per_day`), counted in recipients the upstream accepted, over
+//! rolling windows (the last 60 seconds, the last 24 hours), as Gmail counts its sending limits.
 //!
 //! When the budget is spent, messages wait; they never fail for it. The record of recent sends
-//! is kept in the spool (`rate.json`), so a restart does not reset the day's count.
+//! of every account is kept in the spool (`rate.json`, see [`Records`]), so a restart does not
+//! reset the day's count.
 //!
 //! Two layers: [`Budget`] is the pure record and arithmetic (times come in as arguments);
 //! [`SendBudget`] is the scheduler's accounting around it: recipients of attempts in flight are
 //! reserved against it when the attempt starts and settled when it reports (or released, if
 //! the attempt died), so concurrent attempts can never spend the same unit twice.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -41,9 +42,63 @@ pub enum Wait {
     InFlight,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Default, Clone)]
 struct Saved {
     sends: Vec<(u64, u32)>,
+}
+
+/// The saved records of every account's budget, as `rate.json` holds them:
+/// `{"accounts": {"default": {"sends": [...]}, ...}}`. A file from before accounts
+/// (`{"sends": [...]}`) is the default account's.
+#[derive(Default)]
+pub struct Records {
+    accounts: BTreeMap<String, Saved>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedAll {
+    accounts: BTreeMap<String, Saved>,
+}
+
+impl Records {
+    /// Reads `rate.json`; an unreadable file is no record.
+    pub fn parse(bytes: Option<&[u8]>) -> Records {
+        let Some(bytes) = bytes else {
+            return Records::default();
+        };
+        if let Ok(all) = serde_json::from_slice::<SavedAll>(bytes) {
+            return Records {
+                accounts: all.accounts,
+            };
+        }
+        let mut accounts = BTreeMap::new();
+        if let Ok(one) = serde_json::from_slice::<Saved>(bytes) {
+            accounts.insert(crate::config::DEFAULT_ACCOUNT.to_owned(), one);
+        }
+        Records { accounts }
+    }
+
+    /// The record of `account`, as [`Budget::new`] takes it.
+    pub fn of(&self, account: &str) -> Option<Vec<u8>> {
+        self.accounts
+            .get(account)
+            .map(|s| serde_json::to_vec(s).expect("serialisable"))
+    }
+
+    /// Sets the record of `account` (a [`SendBudget::save`]).
+    pub fn set(&mut self, account: &str, saved: &[u8]) {
+        if let Ok(s) = serde_json::from_slice::<Saved>(saved) {
+            self.accounts.insert(account.to_owned(), s);
+        }
+    }
+
+    /// `rate.json`'s content.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(&SavedAll {
+            accounts: self.accounts.clone(),
+        })
+        .expect("serialisable")
+    }
 }
 
 fn secs(t: SystemTime) -> u64 {
@@ -177,6 +232,9 @@ pub struct SendBudget {
     reserved: HashMap<QueueId, u32>,
     /// Dispatch waits for the budget until then.
     wait: Option<Instant>,
+    /// The last attempt to admit found only reservations in the way: nothing fits until an
+    /// attempt in flight reports.
+    held_back: bool,
 }
 
 impl SendBudget {
@@ -186,6 +244,7 @@ impl SendBudget {
             budget: Budget::new(per_minute, per_day, saved),
             reserved: HashMap::new(),
             wait: None,
+            held_back: false,
         }
     }
 
@@ -196,12 +255,16 @@ impl SendBudget {
         match self.budget.wait(clock.now(), in_flight, cost) {
             Wait::Now => {
                 self.wait = None;
+                self.held_back = false;
                 if self.budget.is_limited() {
                     self.reserved.insert(id, cost);
                 }
                 Admit::Now
             }
-            Wait::InFlight => Admit::InFlight,
+            Wait::InFlight => {
+                self.held_back = true;
+                Admit::InFlight
+            }
             Wait::Until(until) => {
                 self.wait = Some(clock.instant_of(until));
                 Admit::Until(until)
@@ -214,6 +277,11 @@ impl SendBudget {
         self.wait.is_some()
     }
 
+    /// Nothing more fits now: the budget is spent, or only reservations are in the way.
+    pub fn blocked(&self) -> bool {
+        self.wait.is_some() || self.held_back
+    }
+
     /// When dispatch may try again, if it is waiting.
     pub fn wake(&self) -> Option<Instant> {
         self.wait
@@ -222,12 +290,14 @@ impl SendBudget {
     /// Try again at once (the operator asked, or the limits changed).
     pub fn wake_now(&mut self) {
         self.wait = None;
+        self.held_back = false;
     }
 
     /// The attempt for `id` reported `delivered` recipients at `now`. Returns true if the
     /// record changed (and should be saved).
     pub fn settle(&mut self, id: QueueId, delivered: u32, now: SystemTime) -> bool {
         self.reserved.remove(&id);
+        self.held_back = false;
         if delivered > 0 && self.budget.is_limited() {
             self.budget.record(now, delivered);
             true
@@ -239,12 +309,14 @@ impl SendBudget {
     /// The attempt for `id` ended without a report (it panicked): its reservation goes.
     pub fn release(&mut self, id: QueueId) {
         self.reserved.remove(&id);
+        self.held_back = false;
     }
 
     /// Puts new limits in force, keeping the record of recent sends.
     pub fn set_limits(&mut self, per_minute: Option<u32>, per_day: Option<u32>) {
         self.budget.set_limits(per_minute, per_day);
         self.wait = None;
+        self.held_back = false;
     }
 
     /// Recipients left this minute and today (where limited).
@@ -261,6 +333,22 @@ impl SendBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_keep_each_account_and_read_the_old_single_record() {
+        let mut old = Budget::new(None, Some(5), None);
+        old.record(at(0), 3);
+        let records = Records::parse(Some(&old.save()));
+        let default = Budget::new(None, Some(5), records.of("default").as_deref());
+        assert_eq!(default.wait(at(1), 0, 3), Wait::Until(at(86_400)));
+        assert!(records.of("billing").is_none());
+
+        let mut all = Records::default();
+        all.set("billing", &old.save());
+        let back = Records::parse(Some(&all.to_bytes()));
+        assert!(back.of("billing").is_some() && back.of("default").is_none());
+        assert!(Records::parse(Some(b"garbage")).of("default").is_none());
+    }
 
     #[tokio::test(start_paused = true)]
     async fn reservations_keep_concurrent_attempts_within_the_budget() {

@@ -33,20 +33,24 @@ pub enum Command {
     Status(oneshot::Sender<Status>),
     /// Probe a pause now (the credentials changed); nothing else is made due.
     Probe(oneshot::Sender<()>),
-    /// Put new settings in force (SIGHUP). The concurrency keeps its value. With `probe`
-    /// (the upstream credentials changed) a pause is probed at once.
+    /// Put new settings in force (SIGHUP): accounts added, changed or removed. An existing
+    /// account keeps its number of connections. The accounts in `probe` (their upstream
+    /// settings or credentials changed) have a pause probed at once.
     Reload {
         /// The new settings.
         settings: Box<super::Settings>,
-        /// Probe a pause now.
-        probe: bool,
+        /// Accounts to probe now.
+        probe: Vec<String>,
     },
 }
 
 /// A pause as the queue commands show it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PauseStatus {
-    /// Why: "unreachable", "credentials" or "quota".
+    /// The paused account.
+    #[serde(default)]
+    pub account: String,
+    /// Why: "unreachable", "tls", "credentials" or "quota".
     pub cause: String,
     /// The upstream's words.
     pub reason: String,
@@ -74,8 +78,10 @@ pub mod rfc3339 {
 /// The scheduler's view of delivery.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Status {
-    /// Delivery is paused, and why.
+    /// The first paused account's pause, if any is paused (each account's is in `accounts`).
     pub pause: Option<PauseStatus>,
+    /// Each account, the default first.
+    pub accounts: Vec<AccountStatus>,
     /// Messages waiting for their time.
     pub scheduled: usize,
     /// Messages with an attempt running now.
@@ -86,9 +92,29 @@ pub struct Status {
     pub on_hold: bool,
     /// The oldest message in the queue (scheduled, active or held).
     pub oldest: Option<QueueId>,
-    /// Recipients left in the send budget this minute (when limited).
+    /// Messages waiting for accounts that are not configured: (account, messages).
+    pub missing: Vec<(String, usize)>,
+}
+
+/// One account's state.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AccountStatus {
+    /// Its name.
+    pub name: String,
+    /// Who it logs in as.
+    pub label: String,
+    /// The accounts that carry its mail while it is paused for quota or credentials.
+    #[serde(default)]
+    pub failover: Vec<String>,
+    /// Its pause, if paused.
+    pub pause: Option<PauseStatus>,
+    /// Its messages waiting for their time.
+    pub scheduled: usize,
+    /// Attempts sending through it now.
+    pub active: usize,
+    /// Recipients left in its budget this minute (when limited).
     pub budget_minute: Option<u32>,
-    /// Recipients left in the send budget today (when limited).
+    /// Recipients left in its budget today (when limited).
     pub budget_day: Option<u32>,
 }
 
@@ -138,7 +164,7 @@ impl Handle {
     }
 
     /// See [`Command::Reload`].
-    pub fn reload(&self, settings: super::Settings, probe: bool) {
+    pub fn reload(&self, settings: super::Settings, probe: Vec<String>) {
         let _ = self.tx.send(Command::Reload {
             settings: Box::new(settings),
             probe,
@@ -161,19 +187,28 @@ impl<C: Courier> Scheduler<C> {
     pub(super) fn command(&mut self, cmd: Command) {
         match cmd {
             Command::RetryNow(id, reply) => {
-                let now = tokio::time::Instant::now();
-                let chosen: Vec<(tokio::time::Instant, QueueId)> = self
-                    .due
+                let chosen: Vec<QueueId> = self
+                    .meta
                     .iter()
-                    .filter(|(_, due_id)| id.is_none_or(|wanted| wanted == *due_id))
-                    .copied()
+                    .filter(|(m_id, m)| m.due.is_some() && id.is_none_or(|w| w == **m_id))
+                    .map(|(m_id, _)| *m_id)
                     .collect();
-                for entry in &chosen {
-                    self.due.remove(entry);
-                    self.due.insert((now, entry.1));
+                let accounts: Vec<String> = match id {
+                    Some(id) => self
+                        .meta
+                        .get(&id)
+                        .map(|m| m.account.clone())
+                        .into_iter()
+                        .collect(),
+                    None => self.lanes.keys().cloned().collect(),
+                };
+                self.bring_forward(chosen.iter().copied());
+                for account in &accounts {
+                    self.probe_now(account);
+                    if let Some(lane) = self.lanes.get_mut(account) {
+                        lane.budget.wake_now();
+                    }
                 }
-                self.probe_now();
-                self.budget.wake_now();
                 let _ = reply.send(chosen.len());
             }
             Command::Withdraw { id, hold, reply } => {
@@ -181,8 +216,8 @@ impl<C: Courier> Scheduler<C> {
                     let _ = reply.send(false);
                     return;
                 }
-                self.due.retain(|(_, due_id)| *due_id != id);
-                self.cost.remove(&id);
+                self.unschedule(id);
+                self.meta.remove(&id);
                 if hold {
                     self.held.insert(id);
                 } else {
@@ -192,44 +227,104 @@ impl<C: Courier> Scheduler<C> {
             }
             Command::Add(q) => {
                 self.held.remove(&q.id);
-                self.schedule(q.id, q.next_attempt, q.pending);
+                self.unschedule(q.id);
+                self.schedule(q.id, q.next_attempt, q.pending, q.account);
             }
             Command::Status(reply) => {
-                let clock = self.ctx.clock;
-                let oldest = self
-                    .due
-                    .iter()
-                    .map(|(_, id)| id)
-                    .chain(&self.held)
-                    .chain(self.in_flight.keys())
-                    .min()
-                    .copied();
-                let (budget_minute, budget_day) = self.budget.remaining(clock.now());
-                let _ = reply.send(Status {
-                    pause: self.pause.status(&clock),
-                    scheduled: self.due.len(),
-                    active: self.in_flight.keys().copied().collect(),
-                    held: self.held.len(),
-                    on_hold: self.settings.hold,
-                    oldest,
-                    budget_minute,
-                    budget_day,
-                });
+                let _ = reply.send(self.status());
             }
-            Command::Reload { settings, probe } => self.reload(*settings, probe),
+            Command::Reload { settings, probe } => self.reload(*settings, &probe),
             Command::Probe(reply) => {
-                self.probe_now();
+                let accounts: Vec<String> = self.lanes.keys().cloned().collect();
+                for account in &accounts {
+                    self.probe_now(account);
+                }
                 let _ = reply.send(());
             }
         }
     }
 
-    fn reload(&mut self, mut settings: super::Settings, probe: bool) {
-        settings.concurrency = self.settings.concurrency;
-        self.budget
-            .set_limits(settings.max_per_minute, settings.max_per_day);
-        if probe {
-            self.probe_now();
+    fn status(&self) -> Status {
+        let clock = self.ctx.clock;
+        let now = clock.now();
+        let oldest = self.meta.keys().chain(&self.held).min().copied();
+        let mut accounts: Vec<AccountStatus> = self
+            .settings
+            .accounts
+            .iter()
+            .filter_map(|a| {
+                let lane = self.lanes.get(&a.name)?;
+                let (budget_minute, budget_day) = lane.budget.remaining(now);
+                Some(AccountStatus {
+                    name: a.name.clone(),
+                    label: a.label.clone(),
+                    failover: if lane.wants_failover() {
+                        a.failover.clone()
+                    } else {
+                        Vec::new()
+                    },
+                    pause: lane.pause.status(&clock).map(|mut p| {
+                        p.account = a.name.clone();
+                        p
+                    }),
+                    scheduled: lane.due.len(),
+                    active: lane.running,
+                    budget_minute,
+                    budget_day,
+                })
+            })
+            .collect();
+        accounts.dedup_by(|a, b| a.name == b.name);
+        Status {
+            pause: accounts.iter().find_map(|a| a.pause.clone()),
+            scheduled: self.meta.values().filter(|m| m.due.is_some()).count(),
+            active: self.in_flight.keys().copied().collect(),
+            held: self.held.len(),
+            on_hold: self.settings.hold,
+            oldest,
+            missing: self
+                .orphans
+                .iter()
+                .filter(|(_, set)| !set.is_empty())
+                .map(|(a, set)| (a.clone(), set.len()))
+                .collect(),
+            accounts,
+        }
+    }
+
+    fn reload(&mut self, settings: super::Settings, probe: &[String]) {
+        let wanted: std::collections::BTreeSet<String> =
+            settings.accounts.iter().map(|a| a.name.clone()).collect();
+        // Accounts that went away: their mail waits among the orphans.
+        let gone: Vec<String> = self
+            .lanes
+            .keys()
+            .filter(|n| !wanted.contains(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(lane) = self.lanes.remove(&name) {
+                self.orphans.entry(name).or_default().extend(lane.due);
+            }
+        }
+        for account in &settings.accounts {
+            match self.lanes.get_mut(&account.name) {
+                Some(lane) => lane.reconfigure(account.clone()),
+                None => {
+                    let mut lane = super::lanes::Lane::new(
+                        account.clone(),
+                        self.records.of(&account.name).as_deref(),
+                    );
+                    // Mail that waited for this account goes through it now.
+                    if let Some(waiting) = self.orphans.remove(&account.name) {
+                        lane.due.extend(waiting);
+                    }
+                    self.lanes.insert(account.name.clone(), lane);
+                }
+            }
+        }
+        for name in probe {
+            self.probe_now(name);
         }
         self.ctx = std::sync::Arc::new(super::attempt::Ctx::new(
             self.ctx.spool.clone(),
@@ -238,5 +333,6 @@ impl<C: Courier> Scheduler<C> {
             self.ctx.clock,
         ));
         self.settings = settings;
+        self.report_orphans();
     }
 }

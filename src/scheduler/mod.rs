@@ -1,13 +1,17 @@
-//! The scheduler: decides what is due when, and how many attempts run at once.
+//! The scheduler: decides what is due when, through which account, and how many attempts run
+//! at once.
 //!
-//! One task owns the schedule (a set of `(due, id)` ordered by time); nothing else touches it.
-//! New messages arrive on the spool's commit channel, outcomes come back from the attempt tasks
-//! it spawns, and it sleeps until the next due time. At most `upstream.max_connections`
-//! attempts run at once.
+//! One task owns the schedule; nothing else touches it. New messages arrive on the spool's
+//! commit channel, outcomes come back from the attempt tasks it spawns, and it sleeps until the
+//! next due time. Each message belongs to an account (chosen when it was queued); each account
+//! has its own lane (`lanes`): its due messages, its pause, its send budget, and at most its
+//! `max_connections` attempts at once. A message of an account paused for quota or
+//! credentials goes through the account's `failover` accounts meanwhile.
 //!
-//! **Pause** (`pause`). When an attempt reports a pause, the scheduler stops starting
-//! attempts until a backoff time, then runs a single probe attempt; when that gets through,
-//! delivery resumes at full width. The backoff depends on the cause:
+//! **Pause** (`pause`, per account). When an attempt reports a pause, the scheduler stops
+//! starting attempts through that account until a backoff time, then runs a single probe
+//! attempt; when that gets through, the account resumes at full width. The backoff depends on
+//! the cause:
 //! - upstream unreachable or TLS failing: `queue.retry_min` doubling to `queue.retry_max`;
 //! - credentials or configuration refused (535, 534, 454 4.7.0, ...): `delivery.auth_pause_min`
 //!   (1 minute) doubling to `delivery.auth_pause_max` (30 minutes);
@@ -19,8 +23,8 @@
 //! `454 4.7.0 Too many login attempts`. A `queue retry` or a reload with new credentials probes
 //! at once without pushing the automatic schedule out.
 //!
-//! **Budget** (`budget`). `delivery.max_per_minute` / `max_per_day`: an attempt starts only if
-//! its recipients fit, and they are reserved until it reports.
+//! **Budget** (`budget`, per account). Its `max_per_minute` / `max_per_day`: an attempt starts
+//! only if its recipients fit, and they are reserved until it reports.
 //!
 //! **Hold.** With `delivery.hold` nothing is attempted; messages are queued only.
 //!
@@ -28,16 +32,21 @@
 //! that panics (a bug) is still accounted for: its message is scheduled again as after a
 //! temporary failure and its budget reservation released, and the bug is logged.
 //!
+//! **Accounts that go away.** Mail queued for an account a reload removed stays queued (it is
+//! never re-routed silently) until the account returns or the operator requeues it to
+//! another; `queue status` says so.
+//!
 //! Shutdown: when cancelled, no new attempt starts; attempts in flight are awaited (each is
 //! bounded by the upstream timeouts; the daemon's grace period bounds the whole).
 
 mod attempt;
 mod budget;
 mod commands;
+mod lanes;
 mod pause;
 mod retry;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -47,33 +56,39 @@ use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use attempt::{AttemptReport, Next};
-pub use commands::{Command, Handle, PauseStatus, Status, cause_name, rfc3339};
+pub use attempt::{AttemptReport, Next, Route};
+pub use commands::{AccountStatus, Command, Handle, PauseStatus, Status, cause_name, rfc3339};
+pub use lanes::AccountSettings;
 pub use pause::{PauseState, ProbePlan};
 pub use retry::RetryPolicy;
 
-use crate::delivery::{Outgoing, Report, Upstream};
+use crate::delivery::{Outgoing, Report, Upstreams};
 use crate::observe::events;
 use crate::spool::{QueueId, QueuedMessage, Spool};
-use budget::{Admit, SendBudget};
+use budget::{Admit, Records};
+use lanes::Lane;
 
-/// Something that can attempt a delivery: the real [`Upstream`], or a script in tests.
+/// Something that can attempt a delivery through an account: the real [`Upstreams`], or a
+/// script in tests.
 pub trait Courier: Clone + Send + Sync + 'static {
-    /// Tries to deliver `msg` to `recipients`; outcomes in the order of `recipients`.
+    /// Tries to deliver `msg` to `recipients` through `account`; outcomes in the order of
+    /// `recipients`.
     fn deliver(
         &self,
+        account: &str,
         msg: &Outgoing<'_>,
         recipients: &[String],
     ) -> impl Future<Output = Report> + Send;
 }
 
-impl Courier for Upstream {
+impl Courier for Upstreams {
     fn deliver(
         &self,
+        account: &str,
         msg: &Outgoing<'_>,
         recipients: &[String],
     ) -> impl Future<Output = Report> + Send {
-        Upstream::deliver(self, msg, recipients)
+        Upstreams::deliver(self, account, msg, recipients)
     }
 }
 
@@ -82,22 +97,26 @@ impl Courier for Upstream {
 pub struct Settings {
     /// Retry schedule and maximum age.
     pub policy: RetryPolicy,
-    /// Most attempts at once.
-    pub concurrency: usize,
     /// Attempt nothing (`delivery.hold`).
     pub hold: bool,
     /// Who is told about failed mail (`delivery.bounce`).
     pub bounce: crate::bounce::BounceTo,
     /// The relay's name (for DSNs).
     pub hostname: String,
-    /// Most recipients per rolling minute (`delivery.max_per_minute`).
-    pub max_per_minute: Option<u32>,
-    /// Most recipients per rolling 24 hours (`delivery.max_per_day`).
-    pub max_per_day: Option<u32>,
-    /// Sender rewrites for Gmail (`[rewrite]`).
-    pub rewrite: crate::delivery::Rewrite,
+    /// The accounts, the default first.
+    pub accounts: Vec<AccountSettings>,
     /// Where attempts are counted.
     pub metrics: crate::observe::Metrics,
+}
+
+/// What the scheduler keeps about a queued message.
+struct Meta {
+    /// Recipients still to deliver (what an attempt costs against the budget).
+    pending: usize,
+    /// Its account.
+    account: String,
+    /// When it is due, while it waits in a lane (or among the orphans).
+    due: Option<Instant>,
 }
 
 /// An attempt in flight.
@@ -106,14 +125,17 @@ struct InFlight {
     cost: usize,
     /// How it schedules the next probe if it pauses delivery.
     plan: ProbePlan,
+    /// The account it is sent through.
+    via: String,
 }
 
 struct Scheduler<C: Courier> {
     ctx: Arc<attempt::Ctx<C>>,
     settings: Settings,
-    due: BTreeSet<(Instant, QueueId)>,
-    /// Recipients each due message still has (its cost against the budget).
-    cost: HashMap<QueueId, usize>,
+    lanes: BTreeMap<String, Lane>,
+    /// Messages of accounts that are not configured (removed by a reload), by account.
+    orphans: BTreeMap<String, BTreeSet<(Instant, QueueId)>>,
+    meta: HashMap<QueueId, Meta>,
     running: JoinSet<AttemptReport>,
     /// The message of each attempt task.
     tasks: HashMap<tokio::task::Id, QueueId>,
@@ -121,12 +143,10 @@ struct Scheduler<C: Courier> {
     in_flight: HashMap<QueueId, InFlight>,
     /// Messages held by the operator.
     held: HashSet<QueueId>,
-    pause: PauseState,
-    budget: SendBudget,
     /// Attempts in a row that panicked, per message (sets their backoff).
     panics: HashMap<QueueId, u32>,
-    /// Messages put off by the pause; due at once when it ends.
-    put_off: HashSet<QueueId>,
+    /// Every account's budget record, as `rate.json` keeps it.
+    records: Records,
 }
 
 /// Runs the scheduler until `cancel` fires and the attempts in flight have finished.
@@ -139,39 +159,42 @@ pub async fn run<C: Courier>(
     mut commands: mpsc::UnboundedReceiver<Command>,
     cancel: CancellationToken,
 ) {
-    let saved = spool.load_budget().await;
-    let budget = SendBudget::new(
-        settings.max_per_minute,
-        settings.max_per_day,
-        saved.as_deref(),
-    );
+    let records = Records::parse(spool.load_budget().await.as_deref());
+    let lanes = settings
+        .accounts
+        .iter()
+        .map(|a| {
+            let lane = Lane::new(a.clone(), records.of(&a.name).as_deref());
+            (a.name.clone(), lane)
+        })
+        .collect();
     let mut s = Scheduler {
         ctx: Arc::new(attempt::Ctx::new(spool, courier, &settings, Clock::start())),
         settings,
-        due: BTreeSet::new(),
-        cost: HashMap::new(),
+        lanes,
+        orphans: BTreeMap::new(),
+        meta: HashMap::new(),
         running: JoinSet::new(),
         tasks: HashMap::new(),
         in_flight: HashMap::new(),
         held: HashSet::new(),
-        pause: PauseState::default(),
-        budget,
         panics: HashMap::new(),
-        put_off: HashSet::new(),
+        records,
     };
     for q in recovered {
         if q.held {
             s.held.insert(q.id);
         } else {
-            s.schedule(q.id, q.next_attempt, q.pending);
+            s.schedule(q.id, q.next_attempt, q.pending, q.account);
         }
     }
+    s.report_orphans();
     loop {
         s.dispatch();
         let wake = s.next_wake();
         tokio::select! {
             _ = cancel.cancelled() => break,
-            Some(q) = committed.recv() => s.schedule(q.id, q.next_attempt, q.pending),
+            Some(q) = committed.recv() => s.schedule(q.id, q.next_attempt, q.pending, q.account),
             Some(cmd) = commands.recv() => s.command(cmd),
             Some(done) = s.running.join_next_with_id(), if !s.running.is_empty() => s.handle(done).await,
             _ = sleep_until(wake), if wake.is_some() => {}
@@ -227,50 +250,171 @@ impl Clock {
 }
 
 impl<C: Courier> Scheduler<C> {
-    fn schedule(&mut self, id: QueueId, at: SystemTime, pending: usize) {
-        self.due.insert((self.ctx.clock.instant_of(at), id));
-        self.cost.insert(id, pending);
+    /// Puts a message in its account's lane, due at `at` (among the orphans if the account is
+    /// not configured).
+    fn schedule(&mut self, id: QueueId, at: SystemTime, pending: usize, account: String) {
+        let due = self.ctx.clock.instant_of(at);
+        match self.lanes.get_mut(&account) {
+            Some(lane) => {
+                lane.due.insert((due, id));
+            }
+            None => {
+                self.orphans
+                    .entry(account.clone())
+                    .or_default()
+                    .insert((due, id));
+            }
+        }
+        self.meta.insert(
+            id,
+            Meta {
+                pending,
+                account,
+                due: Some(due),
+            },
+        );
     }
 
-    /// How many attempts may run now: none on hold or in a pause, one to probe after a pause.
-    fn capacity(&self, now: Instant) -> usize {
-        if self.settings.hold {
-            return 0;
+    /// Takes a waiting message out of its lane (it stays known, e.g. while it is attempted).
+    fn unschedule(&mut self, id: QueueId) {
+        let Some(meta) = self.meta.get_mut(&id) else {
+            return;
+        };
+        if let Some(due) = meta.due.take() {
+            let entry = (due, id);
+            match self.lanes.get_mut(&meta.account) {
+                Some(lane) => {
+                    lane.due.remove(&entry);
+                }
+                None => {
+                    if let Some(set) = self.orphans.get_mut(&meta.account) {
+                        set.remove(&entry);
+                    }
+                }
+            }
         }
-        self.pause.capacity(now, self.settings.concurrency)
+    }
+
+    /// Makes these waiting messages due now.
+    fn bring_forward(&mut self, ids: impl IntoIterator<Item = QueueId>) {
+        let now = Instant::now();
+        for id in ids {
+            let Some(meta) = self.meta.get(&id) else {
+                continue;
+            };
+            if meta.due.is_none() {
+                continue;
+            }
+            let (pending, account) = (meta.pending, meta.account.clone());
+            self.unschedule(id);
+            self.schedule(id, self.ctx.clock.at(now), pending, account);
+        }
+    }
+
+    /// Probes the pause of `account` now (the operator asked, or its credentials changed):
+    /// its message due first is the probe.
+    fn probe_now(&mut self, account: &str) {
+        let Some(lane) = self.lanes.get_mut(account) else {
+            return;
+        };
+        if lane.pause.probe_now(Instant::now()) {
+            let first = lane.due.first().map(|&(_, id)| id);
+            self.bring_forward(first);
+        }
     }
 
     fn dispatch(&mut self) {
         let now = Instant::now();
-        let capacity = self.capacity(now);
-        while self.running.len() < capacity {
-            let Some(&(at, id)) = self.due.first() else {
-                break;
-            };
-            if at > now {
-                break;
-            }
-            let cost = self.cost.get(&id).copied().unwrap_or(1);
-            let was_waiting = self.budget.waiting();
-            match self.budget.admit(id, cost as u32, &self.ctx.clock) {
-                Admit::Now => {}
-                // Woken again when an attempt reports.
-                Admit::InFlight => break,
-                Admit::Until(until) => {
-                    if !was_waiting {
-                        events::budget_spent(until);
-                    }
+        let hold = self.settings.hold;
+        let names: Vec<String> = self.lanes.keys().cloned().collect();
+        // Each account's own mail.
+        for name in &names {
+            while let Some(lane) = self.lanes.get_mut(name) {
+                if !lane.free(now, hold) {
                     break;
                 }
+                let Some(&(at, id)) = lane.due.first() else {
+                    break;
+                };
+                if at > now || !self.admit(name, id) {
+                    break;
+                }
+                self.start(id, name);
             }
-            self.due.pop_first();
-            self.cost.remove(&id);
-            let plan = self.pause.plan(&self.ctx.clock);
-            let ctx = self.ctx.clone();
-            let task = self.running.spawn(attempt::run(ctx, id, plan));
-            self.tasks.insert(task.id(), id);
-            self.in_flight.insert(id, InFlight { cost, plan });
         }
+        // The mail of accounts paused for quota or credentials, through their failover.
+        for name in &names {
+            while let Some(lane) = self.lanes.get(name) {
+                if hold || !lane.wants_failover() {
+                    break;
+                }
+                let Some(&(at, id)) = lane.due.first() else {
+                    break;
+                };
+                if at > now {
+                    break;
+                }
+                let carrier = lane.settings.failover.clone().into_iter().find(|f| {
+                    self.lanes
+                        .get(f)
+                        .is_some_and(|l| l.can_carry() && l.free(now, hold))
+                        && self.admit(f, id)
+                });
+                let Some(carrier) = carrier else {
+                    break;
+                };
+                self.start(id, &carrier);
+            }
+        }
+    }
+
+    /// Reserves message `id`'s recipients in the budget of `account`, if they fit now.
+    fn admit(&mut self, account: &str, id: QueueId) -> bool {
+        let cost = self.meta.get(&id).map_or(1, |m| m.pending) as u32;
+        let Some(lane) = self.lanes.get_mut(account) else {
+            return false;
+        };
+        let was_waiting = lane.budget.waiting();
+        match lane.budget.admit(id, cost, &self.ctx.clock) {
+            Admit::Now => true,
+            // Woken again when an attempt reports.
+            Admit::InFlight => false,
+            Admit::Until(until) => {
+                if !was_waiting {
+                    events::budget_spent(account, until);
+                }
+                false
+            }
+        }
+    }
+
+    /// Starts the attempt for message `id` through the account `via`.
+    fn start(&mut self, id: QueueId, via: &str) {
+        self.unschedule(id);
+        let Some(meta) = self.meta.get(&id) else {
+            return;
+        };
+        let (cost, account) = (meta.pending, meta.account.clone());
+        let Some(lane) = self.lanes.get_mut(via) else {
+            return;
+        };
+        lane.running += 1;
+        let plan = lane.pause.plan(&self.ctx.clock);
+        let route = Route {
+            via: (via != account).then(|| via.to_owned()),
+            account,
+        };
+        let ctx = self.ctx.clone();
+        let task = self.running.spawn(attempt::run(ctx, id, route, plan));
+        self.tasks.insert(task.id(), id);
+        self.in_flight.insert(
+            id,
+            InFlight {
+                cost,
+                plan,
+                via: via.to_owned(),
+            },
+        );
     }
 
     /// When the loop must wake up to dispatch, if ever.
@@ -279,14 +423,35 @@ impl<C: Courier> Scheduler<C> {
             return None;
         }
         let now = Instant::now();
-        if let Some(until) = self.pause.wake(now) {
-            return Some(until);
+        let mut wake: Option<Instant> = None;
+        let mut at = |t: Instant| wake = Some(wake.map_or(t, |w| w.min(t)));
+        for lane in self.lanes.values() {
+            if let Some(until) = lane.pause.wake(now) {
+                at(until);
+            }
+            if let Some(b) = lane.budget.wake() {
+                at(b);
+            }
+            let Some(&(due, _)) = lane.due.first() else {
+                continue;
+            };
+            // Wake for due mail only when something can take it, so a lane stuck behind a
+            // pause or a budget does not spin the loop.
+            let own = lane.free(now, false) && !lane.budget.blocked();
+            if own || (lane.wants_failover() && self.carrier_free(lane, now)) {
+                at(due);
+            }
         }
-        if self.running.len() >= self.capacity(now) {
-            return None;
-        }
-        let due = self.due.first().map(|&(at, _)| at)?;
-        Some(self.budget.wake().map_or(due, |b| due.max(b)))
+        wake
+    }
+
+    /// One of `lane`'s failover accounts could carry a message now.
+    fn carrier_free(&self, lane: &Lane, now: Instant) -> bool {
+        lane.settings.failover.iter().any(|f| {
+            self.lanes.get(f).is_some_and(|c| {
+                c.can_carry() && c.free(now, self.settings.hold) && !c.budget.blocked()
+            })
+        })
     }
 
     async fn handle(&mut self, done: Result<(tokio::task::Id, AttemptReport), JoinError>) {
@@ -301,76 +466,100 @@ impl<C: Courier> Scheduler<C> {
             );
             return;
         };
-        let InFlight { cost, plan } = self.in_flight.remove(&id).unwrap_or(InFlight {
-            cost: 1,
-            plan: ProbePlan::Backoff(1),
-        });
+        let Some(InFlight { cost, plan, via }) = self.in_flight.remove(&id) else {
+            return;
+        };
+        if let Some(lane) = self.lanes.get_mut(&via) {
+            lane.running = lane.running.saturating_sub(1);
+        }
         let report = match result {
             Ok(report) => report,
-            Err(e) => return self.attempt_died(id, cost, &e),
+            Err(e) => return self.attempt_died(id, cost, &via, &e),
         };
         self.panics.remove(&id);
-        if report.reached_upstream && self.pause.resume() {
-            events::upstream_resumed();
-            self.bring_forward(|s| std::mem::take(&mut s.put_off));
-        }
-        if self
-            .budget
-            .settle(id, report.delivered as u32, self.ctx.clock.now())
-            && let Err(e) = self.ctx.spool.save_budget(self.budget.save()).await
+        let account = self
+            .meta
+            .get(&id)
+            .map_or_else(|| via.clone(), |m| m.account.clone());
+        if let Some(lane) = self.lanes.get_mut(&via)
+            && report.reached_upstream
+            && lane.pause.resume()
         {
-            tracing::warn!(error = %e, "could not record the send budget; a restart may forget recent sends");
+            events::upstream_resumed(&via);
+            let put_off: Vec<QueueId> = lane.put_off.drain().collect();
+            self.bring_forward(put_off);
         }
+        self.settle_budget(&via, id, report.delivered as u32).await;
         match report.next {
-            Next::Done => {}
-            Next::At { at, pending } => self.schedule(id, at, pending),
+            Next::Done => {
+                self.meta.remove(&id);
+            }
+            Next::At { at, pending } => self.schedule(id, at, pending, account),
             Next::Pause { at, pending, pause } => {
-                self.schedule(id, at, pending);
-                self.put_off.insert(id);
-                let news = self
-                    .pause
-                    .pause(pause.clone(), self.ctx.clock.instant_of(at), plan);
-                if news {
-                    events::upstream_paused(cause_name(pause.kind), &pause.to_string(), at);
+                if let Some(lane) = self.lanes.get_mut(&via) {
+                    lane.put_off.insert(id);
+                    let until = self.ctx.clock.instant_of(at);
+                    if lane.pause.pause(pause.clone(), until, plan) {
+                        events::upstream_paused(
+                            &via,
+                            cause_name(pause.kind),
+                            &pause.to_string(),
+                            at,
+                        );
+                    }
                 }
+                // An account whose mail has a failover account does not make it wait for the
+                // pause: it is due now, for the failover account (or the probe).
+                let due = match self.lanes.get(&account) {
+                    Some(owner) if owner.wants_failover() => self.ctx.clock.now(),
+                    _ => at,
+                };
+                self.schedule(id, due, pending, account);
             }
         }
     }
 
-    /// Makes the scheduled messages `pick` chooses due now.
-    fn bring_forward(&mut self, pick: impl FnOnce(&mut Self) -> HashSet<QueueId>) {
-        let chosen = pick(self);
-        let now = Instant::now();
-        let moved: Vec<(Instant, QueueId)> = self
-            .due
-            .iter()
-            .filter(|(_, id)| chosen.contains(id))
-            .copied()
-            .collect();
-        for entry in moved {
-            self.due.remove(&entry);
-            self.due.insert((now, entry.1));
+    /// Records `delivered` recipients of message `id` against the budget of `via`, and saves
+    /// the budgets when that changed them.
+    async fn settle_budget(&mut self, via: &str, id: QueueId, delivered: u32) {
+        let now = self.ctx.clock.now();
+        let Some(lane) = self.lanes.get_mut(via) else {
+            return;
+        };
+        if !lane.budget.settle(id, delivered, now) {
+            return;
         }
-    }
-
-    /// Probes a pause now (the operator asked, or the credentials changed): the message due
-    /// first is the probe.
-    fn probe_now(&mut self) {
-        if self.pause.probe_now(Instant::now()) {
-            self.bring_forward(|s| s.due.first().map(|&(_, id)| id).into_iter().collect());
+        self.records.set(via, &lane.budget.save());
+        if let Err(e) = self.ctx.spool.save_budget(self.records.to_bytes()).await {
+            tracing::warn!(error = %e, "could not record the send budget; a restart may forget recent sends");
         }
     }
 
     /// An attempt task ended without a report: it panicked (a bug) or was cancelled. The
     /// message is on disk as it was before the attempt (or with the outcomes it recorded);
     /// it is tried again like after a temporary failure.
-    fn attempt_died(&mut self, id: QueueId, cost: usize, e: &JoinError) {
-        self.budget.release(id);
+    fn attempt_died(&mut self, id: QueueId, cost: usize, via: &str, e: &JoinError) {
+        if let Some(lane) = self.lanes.get_mut(via) {
+            lane.budget.release(id);
+        }
         let panics = self.panics.entry(id).or_insert(0);
         *panics += 1;
         let at = self.ctx.clock.now() + self.ctx.policy.delay(*panics, fastrand::f64());
         events::attempt_crashed(&id.to_string(), &e.to_string(), at);
-        self.schedule(id, at, cost);
+        let account = self
+            .meta
+            .get(&id)
+            .map_or_else(|| via.to_owned(), |m| m.account.clone());
+        self.schedule(id, at, cost, account);
+    }
+
+    /// Says, once per account, that mail waits for an account that is not configured.
+    fn report_orphans(&self) {
+        for (account, waiting) in &self.orphans {
+            if !waiting.is_empty() {
+                events::account_missing(account, waiting.len());
+            }
+        }
     }
 }
 

@@ -151,6 +151,7 @@ impl PauseState {
     /// The pause as the queue commands show it.
     pub fn status(&self, clock: &super::Clock) -> Option<PauseStatus> {
         self.current.as_ref().map(|p| PauseStatus {
+            account: String::new(),
             cause: cause_name(p.kind).to_owned(),
             reason: p.reason.clone(),
             next_probe: clock.at(p.until),

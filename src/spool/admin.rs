@@ -94,14 +94,19 @@ impl Spool {
     }
 
     /// Moves a failed message back into the queue, due now: its failed recipients are pending
-    /// again (those already delivered stay delivered). Returns what the scheduler needs.
+    /// again (those already delivered stay delivered); with `account`, through that account
+    /// from now on. Returns what the scheduler needs.
     pub async fn requeue(
         &self,
         id: QueueId,
+        account: Option<&str>,
         now: std::time::SystemTime,
     ) -> Result<QueuedMessage, SpoolError> {
         let mut summary = self.summary(Area::Failed, id).await?;
         let state = &mut summary.state;
+        if let Some(account) = account {
+            state.account = Some(account.to_owned());
+        }
         for r in state
             .recipients
             .iter_mut()
@@ -112,8 +117,15 @@ impl Spool {
         state.failed_reason = None;
         state.held = false;
         state.next_attempt = now;
-        state.record(now, "requeued by the operator");
+        state.record(
+            now,
+            match account {
+                Some(a) => format!("requeued by the operator, through the account {a}"),
+                None => "requeued by the operator".to_owned(),
+            },
+        );
         let pending = state.pending().count();
+        let account = state.account(&summary.envelope).to_owned();
         let bytes = format::encode_state(state);
         let this = self.clone();
         blocking(move || {
@@ -137,7 +149,28 @@ impl Spool {
             next_attempt: now,
             pending,
             held: false,
+            account,
         })
+    }
+
+    /// Moves a queued message to another account (`queue requeue --account`), due now.
+    /// Recipients already delivered stay delivered.
+    pub async fn set_account(
+        &self,
+        id: QueueId,
+        account: &str,
+        now: std::time::SystemTime,
+    ) -> Result<QueuedMessage, SpoolError> {
+        let mut summary = self.summary(Area::Queue, id).await?;
+        let state = &mut summary.state;
+        state.account = Some(account.to_owned());
+        state.next_attempt = now;
+        state.record(
+            now,
+            format!("moved to the account {account} by the operator"),
+        );
+        self.save_state(id, state).await?;
+        Ok(queued(&summary))
     }
 
     /// Holds a queued message (it is not attempted until released), or releases it. Returns
@@ -184,5 +217,6 @@ fn queued(summary: &Summary) -> QueuedMessage {
         next_attempt: summary.state.next_attempt,
         pending: summary.state.pending().count(),
         held: summary.state.held,
+        account: summary.state.account(&summary.envelope).to_owned(),
     }
 }

@@ -45,6 +45,10 @@ pub struct Envelope {
     /// Recipients given with `NOTIFY=NEVER`: their failure is not reported to anyone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify_never: Vec<String>,
+    /// The account chosen for it when it was queued (by its sender); none in a spool written
+    /// before there were accounts, which means the default account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
 }
 
 /// Where one recipient stands.
@@ -88,6 +92,10 @@ pub struct DeliveryState {
     /// Held by the operator (`gmail-relay queue hold`): not attempted until released.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub held: bool,
+    /// The account the operator moved it to (`queue requeue --account`), in place of the one
+    /// its envelope names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
     /// One entry per envelope recipient, same order.
     pub recipients: Vec<RecipientState>,
     /// What happened to the message, oldest first: attempts and operator actions (the last
@@ -119,6 +127,7 @@ impl DeliveryState {
             last_error: None,
             failed_reason: None,
             held: false,
+            account: None,
             history: Vec::new(),
             recipients: envelope
                 .recipients
@@ -130,6 +139,15 @@ impl DeliveryState {
                 })
                 .collect(),
         }
+    }
+
+    /// The account the message goes through: the operator's choice, else its envelope's, else
+    /// the default account.
+    pub fn account<'a>(&'a self, envelope: &'a Envelope) -> &'a str {
+        self.account
+            .as_deref()
+            .or(envelope.account.as_deref())
+            .unwrap_or(crate::config::DEFAULT_ACCOUNT)
     }
 
     /// Recipients the upstream has not accepted yet.
@@ -272,6 +290,7 @@ mod tests {
             eight_bit_mime: true,
             smtputf8: false,
             notify_never: vec![],
+            account: None,
         }
     }
 

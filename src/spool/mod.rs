@@ -81,6 +81,15 @@ pub struct QueuedMessage {
     pub pending: usize,
     /// Held by the operator: not attempted until released.
     pub held: bool,
+    /// The account it goes through.
+    pub account: String,
+}
+
+impl Message {
+    /// The account the message goes through (see [`DeliveryState::account`]).
+    pub fn account(&self) -> &str {
+        self.state.account(&self.envelope)
+    }
 }
 
 /// A queued message read back for an attempt.
@@ -296,6 +305,10 @@ impl Spool {
             next_attempt: envelope.received_at,
             pending: envelope.recipients.len(),
             held: false,
+            account: envelope
+                .account
+                .clone()
+                .unwrap_or_else(|| crate::config::DEFAULT_ACCOUNT.to_owned()),
         });
         Ok(())
     }
@@ -409,6 +422,7 @@ impl Spool {
                 last_error: None,
                 failed_reason: None,
                 held: false,
+                account: None,
                 history: Vec::new(),
                 recipients: Vec::new(),
             });

@@ -88,9 +88,22 @@ fn check(spool: &Spool, id: QueueId, has_state: bool) -> Result<QueuedMessage, S
     } else {
         None
     };
-    let (next_attempt, pending, held) = match state {
-        Some(s) => (s.next_attempt, s.pending().count(), s.held),
-        None => (envelope.received_at, envelope.recipients.len(), false),
+    let (next_attempt, pending, held, account) = match &state {
+        Some(s) => (
+            s.next_attempt,
+            s.pending().count(),
+            s.held,
+            s.account(&envelope).to_owned(),
+        ),
+        None => (
+            envelope.received_at,
+            envelope.recipients.len(),
+            false,
+            envelope
+                .account
+                .clone()
+                .unwrap_or_else(|| crate::config::DEFAULT_ACCOUNT.to_owned()),
+        ),
     };
     Ok(QueuedMessage {
         id,
@@ -98,6 +111,7 @@ fn check(spool: &Spool, id: QueueId, has_state: bool) -> Result<QueuedMessage, S
         next_attempt,
         pending,
         held,
+        account,
     })
 }
 

@@ -13,6 +13,7 @@ fn envelope(rcpts: &[&str]) -> Envelope {
         eight_bit_mime: false,
         smtputf8: false,
         notify_never: vec![],
+        account: None,
     }
 }
 

@@ -484,7 +484,16 @@ impl TestRelay {
     /// Starts the relay, then rewrites its config file with the ports it bound (listener, then
     /// metrics), so that the binary's local tools (`queue`, `health`, `send-test`) find it.
     pub async fn start_for_tools(config: &str) -> TestRelay {
-        let relay = TestRelay::start(config).await;
+        let env = HashMap::from([(
+            "GMAIL_RELAY__UPSTREAM__PASSWORD".to_string(),
+            PASSWORD.to_string(),
+        )]);
+        Self::start_for_tools_with_env(config, env).await
+    }
+
+    /// Like [`TestRelay::start_for_tools`], with exactly these environment overrides.
+    pub async fn start_for_tools_with_env(config: &str, env: HashMap<String, String>) -> TestRelay {
+        let relay = TestRelay::start_with_env(config, env).await;
         let mut bound = config.replacen("127.0.0.1:0", &relay.addr().to_string(), 1);
         if let Some(metrics) = relay.metrics_addr() {
             bound = bound.replacen("127.0.0.1:0", &metrics.to_string(), 1);

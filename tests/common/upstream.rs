@@ -64,9 +64,26 @@ pub struct Script {
     /// The reply to a RCPT over `max_rcpt_per_tx` (default Gmail's `452 4.5.3 ...`; Exim
     /// says a bare `452 too many recipients`).
     pub too_many_rcpt_reply: Option<String>,
+    /// More accounts (user → password) besides [`USER`]; XOAUTH2 accepts any of them.
+    pub users: HashMap<String, String>,
+    /// Users whose logins are refused with Gmail's `535 5.7.8` (a revoked app password).
+    pub refused_users: std::collections::HashSet<String>,
+    /// Users whose daily quota is spent: `550 5.4.5` after DATA.
+    pub quota_users: std::collections::HashSet<String>,
+    /// Take mail without AUTH, as Google Workspace's SMTP relay service does for a registered
+    /// IP address (TLS is still required).
+    pub relay_service: bool,
 }
 
 impl Script {
+    /// The password of `user`, if it is an account of this fake.
+    pub fn password_of(&self, user: &str) -> Option<&str> {
+        if user == USER {
+            return Some(PASSWORD);
+        }
+        self.users.get(user).map(String::as_str)
+    }
+
     /// Every login refused with Gmail's `535 5.7.8` (a revoked app password).
     pub fn refusing_logins() -> Script {
         Script {

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use super::{Result, choice, duration, flag, invalid, rate, resolve, text};
+use super::{Result, choice, duration, flag, invalid, resolve, text};
 use crate::config::raw::{RawDelivery, RawLog, RawMetrics, RawQueue, RawRewrite};
 use crate::config::{
     BounceTo, DeliveryConfig, LogConfig, LogFormat, MetricsConfig, QueueConfig, RewriteConfig,
@@ -73,18 +73,19 @@ pub(super) fn delivery(raw: RawDelivery) -> Result<DeliveryConfig> {
         auth_pause_max,
         quota_pause: duration("delivery.quota_pause", raw.quota_pause)?,
         bounce,
-        max_per_minute: rate("delivery.max_per_minute", raw.max_per_minute)?,
-        max_per_day: rate("delivery.max_per_day", raw.max_per_day)?,
     })
 }
 
-pub(super) fn rewrite(raw: RawRewrite) -> Result<RewriteConfig> {
-    let account = |key: &str, value| -> Result<bool> {
-        Ok(choice(key, value, &["keep", "account"], "")? == "account")
+/// `[rewrite]`, or an account's `rewrite` table (`section` names it).
+pub(super) fn rewrite(raw: RawRewrite, section: &str) -> Result<RewriteConfig> {
+    let account = |name: &str, value: Option<String>| -> Result<bool> {
+        let value = value.or_else(|| Some(super::defaults::text(&format!("rewrite.{name}"))));
+        let key = format!("{section}.{name}");
+        Ok(choice(&key, value, &["keep", "account"], "")? == "account")
     };
     Ok(RewriteConfig {
-        envelope_from: account("rewrite.envelope_from", raw.envelope_from)?,
-        header_from: account("rewrite.header_from", raw.header_from)?,
+        envelope_from: account("envelope_from", raw.envelope_from)?,
+        header_from: account("header_from", raw.header_from)?,
     })
 }
 

@@ -2,6 +2,7 @@
 //! problem. One file per section (`listen`, `upstream`, `delivery` for the smaller ones); the
 //! value checks they share are here. Missing values come from [`super::defaults`].
 
+mod accounts;
 mod delivery;
 mod listen;
 mod upstream;
@@ -21,17 +22,19 @@ fn invalid<T>(key: &str, message: impl Into<String>) -> Result<T> {
 }
 
 pub(super) fn validate(raw: Raw, base: &Path) -> Result<Config> {
+    let accounts = accounts::accounts(&raw, base)?;
     let config = Config {
         listen: listen::listen(raw.listen, base)?,
         queue: delivery::queue(raw.queue, base)?,
-        upstream: upstream::upstream(raw.upstream, base)?,
+        accounts,
         delivery: delivery::delivery(raw.delivery)?,
-        rewrite: delivery::rewrite(raw.rewrite)?,
         log: delivery::log(raw.log)?,
         metrics: delivery::metrics(raw.metrics)?,
     };
     delivery::admin_address(raw.sendmail.admin_address)?;
-    listen::fits_upstream(&config.listen, &config.upstream)?;
+    for account in &config.accounts {
+        listen::fits_upstream(&config.listen, &account.upstream)?;
+    }
     Ok(config)
 }
 
@@ -50,6 +53,9 @@ pub(super) fn local(raw: Raw, base: &Path) -> Result<super::Local> {
             .username
             .map(|u| u.trim().to_owned())
             .filter(|u| u.contains('@')),
+        accounts: std::iter::once(crate::config::DEFAULT_ACCOUNT.to_owned())
+            .chain(raw.accounts.keys().cloned())
+            .collect(),
     })
 }
 

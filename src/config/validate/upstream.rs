@@ -1,6 +1,7 @@
-//! `[upstream]` and `[upstream.oauth2]`: the server, the TLS mode, the account and how it logs
-//! in. Secrets are kept as references ([`SecretSource`]); their files are read when the daemon
-//! prepares the credentials.
+//! One account's connection and login: `[upstream]` or `[accounts.NAME]` (with what it
+//! inherits from `[upstream]` already merged in), and its `oauth2` table. Secrets are kept as
+//! references ([`SecretSource`]); their files are read when the daemon prepares the
+//! credentials. Every key is named under the account's own section.
 
 use std::path::Path;
 
@@ -9,24 +10,38 @@ use crate::config::raw::{RawOAuth2, RawUpstream};
 use crate::config::{AuthConfig, OAuth2Config, TlsMode, UpstreamConfig, system_hostname};
 use crate::secret::{Secret, SecretSource};
 
-pub(super) fn upstream(raw: RawUpstream, base: &Path) -> Result<UpstreamConfig> {
-    let host = text("upstream.host", raw.host);
+/// Google Workspace's SMTP relay service, which refuses generic EHLO names.
+const WORKSPACE_RELAY: &str = "smtp-relay.gmail.com";
+
+/// The account `name` from `raw`, its keys named under `section` (`upstream`,
+/// `accounts.NAME`). Defaults are the `[upstream]` ones.
+pub(super) fn upstream(
+    raw: RawUpstream,
+    base: &Path,
+    name: &str,
+    section: &str,
+) -> Result<UpstreamConfig> {
+    let key = |k: &str| format!("{section}.{k}");
+    let host = raw
+        .host
+        .unwrap_or_else(|| super::defaults::text("upstream.host"));
     if host.trim().is_empty() || host.contains(char::is_whitespace) {
-        return invalid("upstream.host", format!("{host:?} is not a host name"));
+        return invalid(&key("host"), format!("{host:?} is not a host name"));
     }
     let tls_name = match raw.tls_name.map(|n| n.trim().to_owned()) {
         None => host.clone(),
-        Some(name) if !name.is_empty() && !name.contains(char::is_whitespace) => name,
-        Some(name) => {
+        Some(n) if !n.is_empty() && !n.contains(char::is_whitespace) => n,
+        Some(n) => {
             return invalid(
-                "upstream.tls_name",
-                format!("{name:?} is not a host name or IP address"),
+                &key("tls_name"),
+                format!("{n:?} is not a host name or IP address"),
             );
         }
     };
     let tls = match choice(
-        "upstream.tls",
-        raw.tls,
+        &key("tls"),
+        raw.tls
+            .or_else(|| Some(super::defaults::text("upstream.tls"))),
         &["starttls", "implicit"],
         " (\"starttls\" for port 587, \"implicit\" for port 465); plain-text upstreams are \
          not supported",
@@ -35,64 +50,105 @@ pub(super) fn upstream(raw: RawUpstream, base: &Path) -> Result<UpstreamConfig> 
         _ => TlsMode::StartTls,
     };
     let port = match raw.port {
-        Some(0) => return invalid("upstream.port", "0 is not a port"),
+        Some(0) => return invalid(&key("port"), "0 is not a port"),
         Some(p) => p,
         None if tls == TlsMode::Implicit => 465,
         None => 587,
     };
+    let auth_name = choice(
+        &key("auth"),
+        raw.auth
+            .clone()
+            .or_else(|| Some(super::defaults::text("upstream.auth"))),
+        &["password", "xoauth2", "none"],
+        "",
+    )?;
     let username = match raw.username.map(|u| u.trim().to_owned()) {
         Some(u) if !u.is_empty() => u,
+        _ if auth_name == "none" => String::new(),
         _ => {
             return invalid(
-                "upstream.username",
-                "is missing; set it to the Gmail address the relay logs in as",
+                &key("username"),
+                "is missing; set it to the Gmail address the relay logs in as (an account never \
+                 takes it from [upstream])",
             );
         }
     };
-    let auth = match choice("upstream.auth", raw.auth, &["password", "xoauth2"], "")? {
-        "xoauth2" => {
-            for (key, set) in [
-                ("upstream.password", raw.password.is_some()),
-                ("upstream.password_file", raw.password_file.is_some()),
-            ] {
-                if set {
-                    return invalid(
-                        key,
-                        "is set, but upstream.auth = \"xoauth2\" never uses a password; remove it",
-                    );
-                }
+    let no_password = |why: &str| -> Result<()> {
+        for (k, set) in [
+            ("password", raw.password.is_some()),
+            ("password_file", raw.password_file.is_some()),
+        ] {
+            if set {
+                return invalid(&key(k), format!("is set, but {why}; remove it"));
             }
+        }
+        Ok(())
+    };
+    let auth = match auth_name {
+        "xoauth2" => {
+            no_password(&format!(
+                "{} = \"xoauth2\" never uses a password",
+                key("auth")
+            ))?;
             let Some(oauth2) = raw.oauth2 else {
                 return invalid(
-                    "upstream.oauth2",
-                    "is missing; upstream.auth = \"xoauth2\" needs client_id and a refresh token",
+                    &key("oauth2"),
+                    format!(
+                        "is missing; {} = \"xoauth2\" needs client_id and a refresh token",
+                        key("auth")
+                    ),
                 );
             };
-            AuthConfig::XOAuth2(oauth2_config(oauth2, base)?)
+            AuthConfig::XOAuth2(oauth2_config(oauth2, base, &key("oauth2"))?)
+        }
+        "none" => {
+            no_password(&format!("{} = \"none\" sends no AUTH", key("auth")))?;
+            if raw.oauth2.is_some() {
+                return invalid(&key("oauth2"), "is set, but auth = \"none\" sends no AUTH");
+            }
+            AuthConfig::None
         }
         _ => {
             if raw.oauth2.is_some() {
                 return invalid(
-                    "upstream.auth",
-                    "is \"password\" but [upstream.oauth2] is set; set upstream.auth = \"xoauth2\" to use it",
+                    &key("auth"),
+                    format!(
+                        "is \"password\" but [{}] is set; set {} = \"xoauth2\" to use it",
+                        key("oauth2"),
+                        key("auth")
+                    ),
                 );
             }
-            AuthConfig::Password(password(raw.password, raw.password_file, base)?)
+            AuthConfig::Password(password(raw.password, raw.password_file, base, section)?)
         }
     };
     let ca_file = raw
         .ca_file
-        .map(|f| pem_file("upstream.ca_file", &resolve(base, &f), "CERTIFICATE"))
+        .map(|f| pem_file(&key("ca_file"), &resolve(base, &f), "CERTIFICATE"))
         .transpose()?;
     let helo_name = raw.helo_name.unwrap_or_else(system_hostname);
     if !is_hostname(&helo_name) {
         return invalid(
-            "upstream.helo_name",
+            &key("helo_name"),
             format!("{helo_name:?} is not a host name (letters, digits, '-' and '.')"),
         );
     }
+    if host.eq_ignore_ascii_case(WORKSPACE_RELAY)
+        && (helo_name.eq_ignore_ascii_case("localhost") || !helo_name.contains('.'))
+    {
+        return invalid(
+            &key("helo_name"),
+            format!(
+                "is {helo_name:?}; Google's SMTP relay service answers \"421 4.7.0 Try again \
+                 later\" to a generic EHLO name: set it to this host's fully qualified name \
+                 (e.g. \"relay.example.com\")"
+            ),
+        );
+    }
     Ok(UpstreamConfig {
-        section: "upstream".to_owned(),
+        name: name.to_owned(),
+        section: section.to_owned(),
         host,
         tls_name,
         port,
@@ -101,46 +157,65 @@ pub(super) fn upstream(raw: RawUpstream, base: &Path) -> Result<UpstreamConfig> 
         auth,
         ca_file,
         helo_name,
-        max_connections: positive("upstream.max_connections", raw.max_connections)?,
+        max_connections: positive("upstream.max_connections", raw.max_connections)
+            .map_err(|(_, m)| (key("max_connections"), m))?,
         max_recipients_per_message: positive(
             "upstream.max_recipients_per_message",
             raw.max_recipients_per_message,
-        )?,
-        timeout: duration("upstream.timeout", raw.timeout)?,
-        idle_timeout: duration("upstream.idle_timeout", raw.idle_timeout)?,
+        )
+        .map_err(|(_, m)| (key("max_recipients_per_message"), m))?,
+        timeout: duration("upstream.timeout", raw.timeout).map_err(|(_, m)| (key("timeout"), m))?,
+        idle_timeout: duration("upstream.idle_timeout", raw.idle_timeout)
+            .map_err(|(_, m)| (key("idle_timeout"), m))?,
     })
 }
 
-/// The app password, from exactly one of `upstream.password` and `upstream.password_file`.
-fn password(inline: Option<String>, file: Option<String>, base: &Path) -> Result<SecretSource> {
+/// The app password, from exactly one of `password` and `password_file`.
+fn password(
+    inline: Option<String>,
+    file: Option<String>,
+    base: &Path,
+    section: &str,
+) -> Result<SecretSource> {
+    let key = |k: &str| format!("{section}.{k}");
     match (inline, file) {
         (Some(_), Some(_)) => invalid(
-            "upstream.password",
-            "is set together with upstream.password_file; set only one",
+            &key("password"),
+            format!(
+                "is set together with {}; set only one",
+                key("password_file")
+            ),
         ),
         (Some(p), None) if !p.trim().is_empty() => {
             Ok(SecretSource::Inline(Secret::new(p.trim_end())))
         }
-        (Some(_), None) => invalid("upstream.password", "is empty"),
+        (Some(_), None) => invalid(&key("password"), "is empty"),
         (None, Some(file)) if !file.trim().is_empty() => {
             Ok(SecretSource::File(resolve(base, &file)))
         }
-        (None, Some(_)) => invalid("upstream.password_file", "is empty; give a file name"),
+        (None, Some(_)) => invalid(&key("password_file"), "is empty; give a file name"),
         (None, None) => invalid(
-            "upstream.password",
-            "is missing; set upstream.password_file (a file holding the Gmail app password), \
-             upstream.password, or the environment variable GMAIL_RELAY__UPSTREAM__PASSWORD",
+            &key("password"),
+            format!(
+                "is missing; set {} (a file holding the Gmail app password), {}, or the \
+                 environment variable GMAIL_RELAY__{}__PASSWORD",
+                key("password_file"),
+                key("password"),
+                section.replace('.', "__").to_uppercase()
+            ),
         ),
     }
 }
 
-/// `[upstream.oauth2]`. The refresh token file need not exist yet (`oauth authorize` makes it).
-fn oauth2_config(raw: RawOAuth2, base: &Path) -> Result<OAuth2Config> {
+/// An `oauth2` table (`section` is e.g. `upstream.oauth2`). The refresh token file need not
+/// exist yet (`oauth authorize` makes it).
+fn oauth2_config(raw: RawOAuth2, base: &Path, section: &str) -> Result<OAuth2Config> {
+    let key = |k: &str| format!("{section}.{k}");
     let client_id = match raw.client_id.map(|c| c.trim().to_owned()) {
         Some(c) if !c.is_empty() => c,
         _ => {
             return invalid(
-                "upstream.oauth2.client_id",
+                &key("client_id"),
                 "is missing; it is the OAuth client id from Google Cloud (…apps.googleusercontent.com)",
             );
         }
@@ -148,7 +223,7 @@ fn oauth2_config(raw: RawOAuth2, base: &Path) -> Result<OAuth2Config> {
     let client_secret = match (raw.client_secret, raw.client_secret_file) {
         (Some(_), Some(_)) => {
             return invalid(
-                "upstream.oauth2.client_secret",
+                &key("client_secret"),
                 "is set together with client_secret_file; set only one",
             );
         }
@@ -159,7 +234,7 @@ fn oauth2_config(raw: RawOAuth2, base: &Path) -> Result<OAuth2Config> {
     let refresh_token = match (raw.refresh_token, raw.refresh_token_file) {
         (Some(_), Some(_)) => {
             return invalid(
-                "upstream.oauth2.refresh_token",
+                &key("refresh_token"),
                 "is set together with refresh_token_file; set only one",
             );
         }
@@ -167,34 +242,36 @@ fn oauth2_config(raw: RawOAuth2, base: &Path) -> Result<OAuth2Config> {
         (None, Some(f)) => SecretSource::File(resolve(base, &f)),
         (None, None) => {
             return invalid(
-                "upstream.oauth2.refresh_token_file",
-                "is missing; set it (then run `gmail-relay oauth authorize` to fill it), or set \
-                 upstream.oauth2.refresh_token",
+                &key("refresh_token_file"),
+                format!(
+                    "is missing; set it (then run `gmail-relay oauth authorize` to fill it), or \
+                     set {}",
+                    key("refresh_token")
+                ),
             );
         }
+    };
+    let endpoint = |name: &str, value: Option<String>| -> Result<String> {
+        let url = text(&format!("upstream.oauth2.{name}"), value);
+        let parsed = url::Url::parse(&url)
+            .or_else(|e| invalid(&key(name), format!("{url:?} is not a URL: {e}")))?;
+        let local = matches!(parsed.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+        if parsed.scheme() != "https" && !(parsed.scheme() == "http" && local) {
+            return invalid(
+                &key(name),
+                format!("{url:?} must be https:// (http:// only on loopback)"),
+            );
+        }
+        Ok(url)
     };
     Ok(OAuth2Config {
         client_id,
         client_secret,
         refresh_token,
-        token_url: endpoint("upstream.oauth2.token_url", raw.token_url)?,
-        auth_url: endpoint("upstream.oauth2.auth_url", raw.auth_url)?,
-        refresh_before: duration("upstream.oauth2.refresh_before", raw.refresh_before)?,
-        section: "upstream.oauth2".to_owned(),
+        token_url: endpoint("token_url", raw.token_url)?,
+        auth_url: endpoint("auth_url", raw.auth_url)?,
+        refresh_before: duration("upstream.oauth2.refresh_before", raw.refresh_before)
+            .map_err(|(_, m)| (key("refresh_before"), m))?,
+        section: section.to_owned(),
     })
-}
-
-/// An https URL (http only on loopback, for tests and local proxies).
-fn endpoint(key: &str, value: Option<String>) -> Result<String> {
-    let url = text(key, value);
-    let parsed =
-        url::Url::parse(&url).or_else(|e| invalid(key, format!("{url:?} is not a URL: {e}")))?;
-    let local = matches!(parsed.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
-    if parsed.scheme() != "https" && !(parsed.scheme() == "http" && local) {
-        return invalid(
-            key,
-            format!("{url:?} must be https:// (http:// only on loopback)"),
-        );
-    }
-    Ok(url)
 }

@@ -32,6 +32,7 @@ fn fixture(max_size: usize) -> Fixture {
         idle_timeout: cfg.idle_timeout,
         data_timeout: cfg.data_timeout,
         tls: None,
+        router: Arc::new(crate::policy::Router::new(&[])),
         metrics: Default::default(),
     });
     Fixture {

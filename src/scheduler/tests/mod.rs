@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::*;
 use crate::spool::{Envelope, Opened};
 
+mod accounts;
 mod operator;
 
 /// What the scripted courier answers: these outcomes, a pause of this kind, or a panic (a bug
@@ -23,7 +24,10 @@ use crate::delivery::{Pause, PauseKind, RecipientOutcome};
 #[derive(Default)]
 struct Scripted {
     answers: Mutex<VecDeque<Answer>>,
-    calls: Mutex<Vec<(Instant, Vec<String>)>>,
+    /// Answers for one account, taken before the general ones.
+    answers_for: Mutex<std::collections::HashMap<String, VecDeque<Answer>>>,
+    /// (when, through which account, to whom).
+    calls: Mutex<Vec<(Instant, String, Vec<String>)>>,
     /// How long each delivery takes.
     delay: Duration,
     in_flight: std::sync::atomic::AtomicUsize,
@@ -33,14 +37,21 @@ struct Scripted {
 impl Courier for Arc<Scripted> {
     fn deliver(
         &self,
+        account: &str,
         _msg: &Outgoing<'_>,
         recipients: &[String],
     ) -> impl Future<Output = Report> + Send {
         self.calls
             .lock()
             .unwrap()
-            .push((Instant::now(), recipients.to_vec()));
-        let next = self.answers.lock().unwrap().pop_front();
+            .push((Instant::now(), account.to_owned(), recipients.to_vec()));
+        let own = self
+            .answers_for
+            .lock()
+            .unwrap()
+            .get_mut(account)
+            .and_then(VecDeque::pop_front);
+        let next = own.or_else(|| self.answers.lock().unwrap().pop_front());
         let answer = match next {
             Some(Answer::Outcomes(outcomes)) => Report {
                 outcomes,
@@ -78,6 +89,24 @@ impl Scripted {
     fn then(&self, answer: Answer) {
         self.answers.lock().unwrap().push_back(answer);
     }
+    /// The next answer for attempts through `account`.
+    fn then_for(&self, account: &str, answer: Answer) {
+        self.answers_for
+            .lock()
+            .unwrap()
+            .entry(account.to_owned())
+            .or_default()
+            .push_back(answer);
+    }
+    /// The accounts the attempts went through, in order.
+    fn accounts(&self) -> Vec<String> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|c| c.1.clone())
+            .collect()
+    }
     fn calls(&self) -> usize {
         self.calls.lock().unwrap().len()
     }
@@ -89,6 +118,20 @@ struct Harness {
     cancel: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     handle: Handle,
+}
+
+/// An account's scheduler settings: `concurrency` attempts at once, `per_minute` recipients a
+/// minute.
+fn account(name: &str, concurrency: usize, per_minute: Option<u32>) -> AccountSettings {
+    AccountSettings {
+        name: name.into(),
+        label: format!("{name}@example.com"),
+        concurrency,
+        max_per_minute: per_minute,
+        max_per_day: None,
+        failover: vec![],
+        rewrite: Default::default(),
+    }
 }
 
 const MIN: Duration = Duration::from_secs(60);
@@ -104,13 +147,32 @@ async fn harness_with(
     hold: bool,
     delay: Duration,
 ) -> Harness {
+    let messages: Vec<(Option<&str>, &[&str], SystemTime)> =
+        messages.iter().map(|&(r, at)| (None, r, at)).collect();
+    start(
+        &messages,
+        vec![account("default", concurrency, None)],
+        hold,
+        delay,
+    )
+    .await
+}
+
+/// The scheduler over a spool holding `messages` (account, recipients, received), with these
+/// accounts.
+async fn start(
+    messages: &[(Option<&str>, &[&str], SystemTime)],
+    accounts: Vec<AccountSettings>,
+    hold: bool,
+    delay: Duration,
+) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let Opened {
         spool,
         recovered,
         committed,
     } = Spool::open(dir.path()).unwrap();
-    for (rcpts, received_at) in messages {
+    for (account, rcpts, received_at) in messages {
         let envelope = Envelope {
             sender: "app@example.com".into(),
             recipients: rcpts.iter().map(|r| r.to_string()).collect(),
@@ -120,6 +182,7 @@ async fn harness_with(
             eight_bit_mime: false,
             smtputf8: false,
             notify_never: vec![],
+            account: account.map(str::to_owned),
         };
         let id = spool.new_id();
         spool
@@ -141,13 +204,10 @@ async fn harness_with(
             auth_pause_max: Duration::from_secs(1800),
             quota_pause: MAX,
         },
-        concurrency,
         hold,
         bounce: crate::bounce::BounceTo::Nobody,
         hostname: "relay.test".into(),
-        max_per_minute: None,
-        max_per_day: None,
-        rewrite: Default::default(),
+        accounts,
         metrics: Default::default(),
     };
     let (handle, commands) = Handle::new();
@@ -231,7 +291,7 @@ async fn only_pending_recipients_are_retried() {
     h.settle().await;
     let calls = h.courier.calls.lock().unwrap().clone();
     assert_eq!(calls.len(), 2);
-    assert_eq!(calls[1].1, ["b@x.test"]);
+    assert_eq!(calls[1].2, ["b@x.test"]);
     assert!(h.files("queue").is_empty());
     assert_eq!(h.files("failed").len(), 2, "kept for the failed recipient");
     h.stop().await;
@@ -400,6 +460,7 @@ async fn budgeted(
             eight_bit_mime: false,
             smtputf8: false,
             notify_never: vec![],
+            account: None,
         };
         spool
             .commit(spool.new_id(), envelope, vec![b"x\r\n".to_vec()])
@@ -417,13 +478,10 @@ async fn budgeted(
             auth_pause_max: MAX,
             quota_pause: MAX,
         },
-        concurrency: 4,
         hold: false,
         bounce: crate::bounce::BounceTo::Nobody,
         hostname: "relay.test".into(),
-        max_per_minute: Some(per_minute),
-        max_per_day: None,
-        rewrite: Default::default(),
+        accounts: vec![account("default", 4, Some(per_minute))],
         metrics: Default::default(),
     };
     let (_handle, commands) = Handle::new();

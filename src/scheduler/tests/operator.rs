@@ -59,6 +59,7 @@ async fn a_withdrawn_message_is_not_attempted_until_added_again() {
         next_attempt: now(),
         pending: 1,
         held: false,
+        account: "default".into(),
     });
     h.settle().await;
     assert_eq!(h.courier.calls(), 1, "released and attempted");

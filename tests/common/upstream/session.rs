@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
-use super::{Mode, PASSWORD, Received, Shared, USER};
+use super::{Mode, Received, Shared};
 
 enum Io {
     Plain(TcpStream),
@@ -274,17 +274,15 @@ pub(super) async fn serve(
                             .unwrap_or("")
                             .to_string();
                         shared.record.lock().unwrap().tokens.push(token.clone());
-                        let refused = shared
-                            .script
-                            .lock()
-                            .unwrap()
-                            .rejected_tokens
-                            .contains(&token);
-                        if who == USER
-                            && !token.is_empty()
-                            && !refused
-                            && text.ends_with("\u{1}\u{1}")
-                        {
+                        let (refused, known) = {
+                            let script = shared.script.lock().unwrap();
+                            (
+                                script.rejected_tokens.contains(&token)
+                                    || script.refused_users.contains(who),
+                                script.password_of(who).is_some(),
+                            )
+                        };
+                        if known && !token.is_empty() && !refused && text.ends_with("\u{1}\u{1}") {
                             user = Some(who.to_string());
                             c.reply("235 2.7.0 Accepted").await?;
                         } else {
@@ -318,10 +316,15 @@ pub(super) async fn serve(
                         continue;
                     }
                 };
-                let scripted = shared.script.lock().unwrap().auth_replies.pop_front();
+                let (scripted, accepted) = {
+                    let mut script = shared.script.lock().unwrap();
+                    let accepted = script.password_of(&u) == Some(p.as_str())
+                        && !script.refused_users.contains(&u);
+                    (script.auth_replies.pop_front(), accepted)
+                };
                 if let Some(reply) = scripted {
                     c.reply(&reply).await?;
-                } else if u == USER && p == PASSWORD {
+                } else if accepted {
                     user = Some(u);
                     c.reply("235 2.7.0 Accepted").await?;
                 } else {
@@ -329,7 +332,8 @@ pub(super) async fn serve(
                 }
             }
             "MAIL" => {
-                if user.is_none() {
+                let relay_service = shared.script.lock().unwrap().relay_service;
+                if user.is_none() && !(relay_service && tls) {
                     c.reply("530 5.7.0 Authentication Required").await?;
                     continue;
                 }
@@ -375,7 +379,20 @@ pub(super) async fn serve(
                 let Some(data) = c.data().await? else {
                     return Ok(());
                 };
-                let scripted = shared.script.lock().unwrap().data_replies.pop_front();
+                let scripted = {
+                    let mut script = shared.script.lock().unwrap();
+                    let quota = user
+                        .as_ref()
+                        .is_some_and(|u| script.quota_users.contains(u));
+                    match script.data_replies.pop_front() {
+                        Some(reply) => Some(reply),
+                        None if quota => Some(
+                            "550-5.4.5 Daily user sending limit exceeded. For more information on Gmail\r\n550 5.4.5 sending limits go to https://support.google.com/a/answer/166852 - gsmtp"
+                                .to_owned(),
+                        ),
+                        None => None,
+                    }
+                };
                 match scripted {
                     Some(reply) if reply.starts_with("421") => {
                         c.reply(&reply).await?;

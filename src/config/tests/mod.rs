@@ -3,6 +3,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::*;
+
+mod accounts;
 use crate::secret::SecretSource;
 
 fn env(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
@@ -22,7 +24,7 @@ fn write(dir: &Path, text: &str) -> PathBuf {
 
 /// The inline password of a config (what `upstream.password` or the environment set).
 fn password(cfg: &Config) -> String {
-    match &cfg.upstream.auth {
+    match &cfg.default_account().upstream.auth {
         AuthConfig::Password(SecretSource::Inline(s)) => s.expose().to_owned(),
         other => panic!("not an inline password: {other:?}"),
     }
@@ -30,7 +32,7 @@ fn password(cfg: &Config) -> String {
 
 /// The OAuth2 settings of a config.
 fn oauth2(cfg: &Config) -> &OAuth2Config {
-    match &cfg.upstream.auth {
+    match &cfg.default_account().upstream.auth {
         AuthConfig::XOAuth2(o) => o,
         other => panic!("not xoauth2: {other:?}"),
     }
@@ -63,9 +65,9 @@ fn the_sample_config_is_valid_with_a_password_from_the_environment() {
         cfg.listen.addrs[0].port() > 1024,
         "sample must run as non-root"
     );
-    assert_eq!(cfg.upstream.host, "smtp.gmail.com");
-    assert_eq!(cfg.upstream.port, 587);
-    assert_eq!(cfg.upstream.tls, TlsMode::StartTls);
+    assert_eq!(cfg.default_account().upstream.host, "smtp.gmail.com");
+    assert_eq!(cfg.default_account().upstream.port, 587);
+    assert_eq!(cfg.default_account().upstream.tls, TlsMode::StartTls);
     assert_eq!(password(&cfg), "abcd efgh ijkl mnop");
     assert_eq!(cfg.queue.dir, sample.parent().unwrap().join("spool"));
 }
@@ -80,15 +82,15 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(cfg.queue.retry_max, Duration::from_secs(3600));
     assert_eq!(cfg.queue.max_age, Duration::from_secs(5 * 86400));
     assert_eq!(cfg.queue.dir, PathBuf::from("/var/spool/gmail-relay"));
-    assert_eq!(cfg.upstream.max_connections, 2);
+    assert_eq!(cfg.default_account().upstream.max_connections, 2);
     assert!(!cfg.delivery.hold);
 }
 
 #[test]
 fn implicit_tls_defaults_to_port_465() {
     let cfg = load_text(&format!("{MINIMAL}tls = \"implicit\"\n")).unwrap();
-    assert_eq!(cfg.upstream.tls, TlsMode::Implicit);
-    assert_eq!(cfg.upstream.port, 465);
+    assert_eq!(cfg.default_account().upstream.tls, TlsMode::Implicit);
+    assert_eq!(cfg.default_account().upstream.port, 465);
 }
 
 #[test]
@@ -160,7 +162,7 @@ fn password_file_is_relative_to_the_config_and_read_later() {
     )
     .unwrap();
     assert_eq!(
-        cfg.upstream.auth,
+        cfg.default_account().upstream.auth,
         AuthConfig::Password(SecretSource::File(dir.path().join("pw"))),
         "a reference: the file need not exist until the daemon prepares the credentials"
     );
@@ -214,7 +216,7 @@ fn environment_overrides_the_file_including_lists() {
     )
     .unwrap();
     assert_eq!(password(&cfg), "from-env");
-    assert_eq!(cfg.upstream.port, 2587);
+    assert_eq!(cfg.default_account().upstream.port, 2587);
     assert_eq!(cfg.listen.addrs.len(), 2);
     assert_eq!(cfg.queue.retry_min, Duration::from_secs(30));
 }

@@ -1,0 +1,127 @@
+//! Every account's upstream, by name: what the scheduler delivers through. Each account has
+//! its own TLS context, credentials and pool of authenticated connections, so a refused login
+//! or a spent quota on one never touches another's connections.
+//!
+//! A reload replaces the set: an account whose settings did not change keeps its pool (and its
+//! OAuth2 token); a changed one is reconfigured (its idle connections closed); a new one is
+//! added; a removed one closes its idle connections and is forgotten.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{Outgoing, Pause, PauseKind, Report, Setup, Upstream};
+use crate::observe::Metrics;
+
+/// The accounts' upstreams. Cheap to clone; clones share the set.
+#[derive(Clone)]
+pub struct Upstreams {
+    inner: Arc<RwLock<BTreeMap<String, Upstream>>>,
+    metrics: Metrics,
+}
+
+impl Upstreams {
+    /// An upstream for each set-up (nothing is connected yet).
+    pub fn new(setups: Vec<Setup>, metrics: Metrics) -> Upstreams {
+        let map = setups
+            .into_iter()
+            .map(|s| (s.cfg.name.clone(), Upstream::new(s, metrics.clone())))
+            .collect();
+        Upstreams {
+            inner: Arc::new(RwLock::new(map)),
+            metrics,
+        }
+    }
+
+    /// The upstream of `account`.
+    pub fn get(&self, account: &str) -> Option<Upstream> {
+        self.inner
+            .read()
+            .expect("upstreams lock")
+            .get(account)
+            .cloned()
+    }
+
+    /// Every upstream, by account name.
+    pub fn all(&self) -> Vec<Upstream> {
+        self.inner
+            .read()
+            .expect("upstreams lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Puts a new set of accounts in force (see the module header). Returns the names of the
+    /// accounts whose settings or credentials changed, so a pause of theirs can be probed.
+    pub fn reconfigure(&self, setups: Vec<Setup>) -> Vec<String> {
+        let mut changed = Vec::new();
+        let mut map = self.inner.write().expect("upstreams lock");
+        let mut next = BTreeMap::new();
+        for setup in setups {
+            let name = setup.cfg.name.clone();
+            match map.remove(&name) {
+                Some(upstream) => {
+                    if upstream.setup().differs_from(&setup) {
+                        changed.push(name.clone());
+                        upstream.reconfigure(setup);
+                    }
+                    next.insert(name, upstream);
+                }
+                None => {
+                    next.insert(name, Upstream::new(setup, self.metrics.clone()));
+                }
+            }
+        }
+        for (_, removed) in std::mem::replace(&mut *map, next) {
+            tokio::spawn(async move { removed.close_all().await });
+        }
+        changed
+    }
+
+    /// Tries to deliver `msg` to `recipients` through `account`.
+    pub async fn deliver(
+        &self,
+        account: &str,
+        msg: &Outgoing<'_>,
+        recipients: &[String],
+    ) -> Report {
+        match self.get(account) {
+            Some(upstream) => upstream.deliver(msg, recipients).await,
+            // The scheduler sends only through configured accounts; a reload may have removed
+            // this one a moment ago.
+            None => Report::paused(
+                recipients.len(),
+                Pause {
+                    kind: PauseKind::Unreachable,
+                    reason: format!("the account {account} is not configured"),
+                },
+            ),
+        }
+    }
+
+    /// Closes idle connections as they go stale, and all of them when `cancel` fires. Run it as
+    /// a background task.
+    pub async fn maintain(&self, cancel: CancellationToken) {
+        loop {
+            let period = self
+                .all()
+                .iter()
+                .map(Upstream::maintenance_period)
+                .min()
+                .unwrap_or(Duration::from_secs(1));
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                _ = cancel.cancelled() => break,
+            }
+            for upstream in self.all() {
+                upstream.close_stale().await;
+            }
+        }
+        for upstream in self.all() {
+            upstream.close_all().await;
+        }
+    }
+}

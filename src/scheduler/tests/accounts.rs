@@ -1,0 +1,213 @@
+//! Several accounts in one scheduler: a pause or a budget holds only its own account's mail;
+//! quota and credentials pauses send an account's mail through its failover account, and back
+//! when it resumes.
+
+use super::*;
+
+fn with_failover(name: &str, concurrency: usize, failover: &[&str]) -> AccountSettings {
+    AccountSettings {
+        failover: failover.iter().map(|f| f.to_string()).collect(),
+        ..account(name, concurrency, None)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_login_pauses_its_account_only() {
+    let t = now();
+    let messages: Vec<(Option<&str>, &[&str], SystemTime)> = vec![
+        (Some("billing"), &["a@x.test"], t),
+        (None, &["b@x.test"], t),
+        (Some("billing"), &["c@x.test"], t),
+        (None, &["d@x.test"], t),
+    ];
+    let accounts = vec![account("default", 1, None), account("billing", 1, None)];
+    let h = start(&messages, accounts, false, Duration::ZERO).await;
+    h.courier
+        .then_for("billing", Answer::Pause(PauseKind::Credentials));
+    h.settle().await;
+    let calls = h.courier.accounts();
+    assert_eq!(
+        calls.iter().filter(|a| *a == "billing").count(),
+        1,
+        "one refused login, then billing waits: {calls:?}"
+    );
+    assert_eq!(
+        calls.iter().filter(|a| *a == "default").count(),
+        2,
+        "the default account delivered both of its messages: {calls:?}"
+    );
+    let status = h.handle.status().await.unwrap();
+    let billing = status
+        .accounts
+        .iter()
+        .find(|a| a.name == "billing")
+        .unwrap();
+    assert_eq!(billing.pause.as_ref().unwrap().cause, "credentials");
+    assert_eq!(billing.scheduled, 2, "both billing messages wait");
+    assert!(status.accounts[0].pause.is_none());
+
+    tokio::time::sleep(MIN * 2).await;
+    h.settle().await;
+    assert_eq!(
+        h.files("queue")
+            .iter()
+            .filter(|f| f.ends_with(".msg"))
+            .count(),
+        0,
+        "the probe got through and billing's mail went"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_spent_quota_sends_through_the_failover_account_and_back_when_it_resumes() {
+    let t = now();
+    let first: Vec<(Option<&str>, &[&str], SystemTime)> =
+        vec![(None, &["a@x.test", "b@x.test"], t)];
+    let accounts = vec![
+        with_failover("default", 1, &["backup"]),
+        account("backup", 1, None),
+    ];
+    let h = start(&first, accounts, false, Duration::ZERO).await;
+    // The first attempt: a delivered, then Gmail's daily limit for b.
+    h.courier.then_for(
+        "default",
+        Answer::Outcomes(vec![
+            RecipientOutcome::Delivered("250 ok".into()),
+            RecipientOutcome::Deferred("550 5.4.5 Daily user sending limit exceeded".into()),
+        ]),
+    );
+    h.courier
+        .then_for("default", Answer::Pause(PauseKind::Quota));
+    h.settle().await;
+    // Retried after retry_min; the limit now pauses default for quota_pause (1 h).
+    tokio::time::sleep(MIN + MIN / 4 + Duration::from_secs(1)).await;
+    h.settle().await;
+    // It is still due (put off by the pause): backup carries it, for b only.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    h.settle().await;
+    let calls = h.courier.calls.lock().unwrap().clone();
+    let routes: Vec<(&str, Vec<String>)> =
+        calls.iter().map(|c| (c.1.as_str(), c.2.clone())).collect();
+    println!("{routes:?}");
+    assert_eq!(routes.len(), 3, "{routes:?}");
+    assert_eq!(
+        routes[0],
+        ("default", vec!["a@x.test".into(), "b@x.test".into()])
+    );
+    assert_eq!(routes[1], ("default", vec!["b@x.test".into()]));
+    assert_eq!(
+        routes[2],
+        ("backup", vec!["b@x.test".into()]),
+        "only the pending recipient, through backup"
+    );
+    assert!(h.files("queue").is_empty(), "delivered through backup");
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn mail_goes_back_to_its_account_when_the_quota_pause_ends() {
+    let t = now();
+    let later = t + MAX + Duration::from_secs(120);
+    let messages: Vec<(Option<&str>, &[&str], SystemTime)> = vec![
+        (None, &["a@x.test"], t),
+        (None, &["b@x.test"], t + Duration::from_secs(10)),
+        (None, &["c@x.test"], later),
+    ];
+    let accounts = vec![
+        with_failover("default", 1, &["backup"]),
+        account("backup", 1, None),
+    ];
+    let h = start(&messages, accounts, false, Duration::ZERO).await;
+    h.courier
+        .then_for("default", Answer::Pause(PauseKind::Quota));
+    h.settle().await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    h.settle().await;
+    assert_eq!(
+        h.courier.accounts(),
+        ["default", "backup", "backup"],
+        "a paused default: its mail (a again, then b) goes through backup"
+    );
+    // After quota_pause (1 h) default is probed with the next message (c) and resumes.
+    tokio::time::sleep_until(tokio::time::Instant::now() + MAX + Duration::from_secs(200)).await;
+    h.settle().await;
+    assert_eq!(
+        h.courier.accounts(),
+        ["default", "backup", "backup", "default"],
+        "back through its own account"
+    );
+    assert!(h.handle.status().await.unwrap().pause.is_none());
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_spent_budget_holds_its_account_only() {
+    let t = now();
+    let messages: Vec<(Option<&str>, &[&str], SystemTime)> = vec![
+        (Some("small"), &["a@x.test"], t),
+        (Some("small"), &["b@x.test"], t),
+        (None, &["c@x.test"], t),
+        (None, &["d@x.test"], t),
+    ];
+    let accounts = vec![account("default", 2, None), account("small", 2, Some(1))];
+    let h = start(&messages, accounts, false, Duration::ZERO).await;
+    h.settle().await;
+    let calls = h.courier.accounts();
+    assert_eq!(
+        calls.iter().filter(|a| *a == "small").count(),
+        1,
+        "{calls:?}"
+    );
+    assert_eq!(
+        calls.iter().filter(|a| *a == "default").count(),
+        2,
+        "{calls:?}"
+    );
+    let status = h.handle.status().await.unwrap();
+    let small = status.accounts.iter().find(|a| a.name == "small").unwrap();
+    assert_eq!((small.budget_minute, small.scheduled), (Some(0), 1));
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    h.settle().await;
+    assert_eq!(h.courier.calls(), 4, "the next minute, the second one");
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn mail_for_an_account_that_went_away_waits_and_is_never_rerouted() {
+    let t = now();
+    let messages: Vec<(Option<&str>, &[&str], SystemTime)> =
+        vec![(Some("old"), &["a@x.test"], t), (None, &["b@x.test"], t)];
+    let accounts = vec![account("default", 1, None)];
+    let h = start(&messages, accounts, false, Duration::ZERO).await;
+    h.settle().await;
+    assert_eq!(
+        h.courier.accounts(),
+        ["default"],
+        "only the default's own message"
+    );
+    let status = h.handle.status().await.unwrap();
+    assert_eq!(status.missing, [("old".to_owned(), 1)]);
+
+    // A reload brings the account back: its mail goes.
+    let settings = Settings {
+        policy: RetryPolicy {
+            min: MIN,
+            max: MAX,
+            max_age: Duration::from_secs(5 * 86400),
+            auth_pause_min: MIN,
+            auth_pause_max: Duration::from_secs(1800),
+            quota_pause: MAX,
+        },
+        hold: false,
+        bounce: crate::bounce::BounceTo::Nobody,
+        hostname: "relay.test".into(),
+        accounts: vec![account("default", 1, None), account("old", 1, None)],
+        metrics: Default::default(),
+    };
+    h.handle.reload(settings, vec![]);
+    h.settle().await;
+    assert_eq!(h.courier.accounts(), ["default", "old"]);
+    assert!(h.handle.status().await.unwrap().missing.is_empty());
+    h.stop().await;
+}
