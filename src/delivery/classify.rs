@@ -117,7 +117,11 @@ pub fn classify(stage: Stage, code: u16, text: &str) -> Class {
 /// `452` that was about the recipient itself (`4.2.2` mailbox full) then comes again as the
 /// first of that transaction and is deferred on its own.
 pub fn too_many_recipients(code: u16, text: &str, accepted: usize) -> bool {
-    code == 452 && (text.starts_with("4.5.3") || accepted > 0)
+    (code == 452 && (text.starts_with("4.5.3") || accepted > 0))
+        // Google's SMTP relay service takes one recipient domain per transaction.
+        || (code == 451
+            && accepted > 0
+            && text.contains("Multiple destination domains per transaction"))
 }
 
 /// A failed command: its reply (code and text) if the server answered, or why there was none.

@@ -365,6 +365,14 @@ fn too_many_recipients_is_recognised() {
         !too_many_recipients(452, "too many recipients", 0),
         "before any is accepted it is about this recipient"
     );
+    assert!(
+        too_many_recipients(
+            451,
+            "4.3.0 Multiple destination domains per transaction is unsupported. Please try again.",
+            2
+        ),
+        "the Workspace relay service: the other domains go in the next transaction"
+    );
 }
 
 #[test]
