@@ -89,6 +89,7 @@ pub fn check(path: &Path, upstream: bool) -> ExitCode {
             };
             match upstream.check_login().await {
                 Ok(done) => println!("  {prefix}upstream check: {done}"),
+                Err(pause) if !several => anyhow::bail!("{pause}"),
                 Err(pause) => {
                     failed += 1;
                     eprintln!("gmail-relay: {prefix}{pause}");
