@@ -41,6 +41,10 @@ enum Command {
         /// Also connect to the upstream, secure the connection and log in (no mail is sent).
         #[arg(long)]
         upstream: bool,
+        /// With --upstream, for an account whose service account logs in as each sender
+        /// (impersonate_sender): the sender mailbox to log in as.
+        #[arg(long = "as", value_name = "ADDRESS", requires = "upstream")]
+        as_sender: Option<String>,
     },
     /// Queue a small test message through the running relay and wait for its outcome.
     SendTest {
@@ -114,7 +118,11 @@ fn main() -> ExitCode {
         _ => {}
     }
     match Cli::parse().command {
-        Command::Check { config, upstream } => cli::serve::check(&config, upstream),
+        Command::Check {
+            config,
+            upstream,
+            as_sender,
+        } => cli::serve::check(&config, upstream, as_sender.as_deref()),
         Command::SendTest { config, to, wait } => cli::send_test::run(config, &to, wait),
         Command::Serve { config } => cli::serve::serve(&config),
         Command::Queue(args) => cli::queue::run(args),

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use super::Secret;
-use super::oauth2::{GMAIL_SCOPE, TokenError, client_secret, post_form};
+use super::oauth2::{GMAIL_SCOPE, TokenError, client_secret, post_form, refresh_refusal};
 use crate::config::OAuth2Config;
 
 /// Why authorization did not complete.
@@ -208,7 +208,9 @@ impl Authorization {
         if let Some(secret) = client_secret(settings)? {
             form.push(("client_secret", secret.expose().to_owned()));
         }
-        let reply = post_form(http, &settings.token_url, &form, &settings.section).await?;
+        let reply = post_form(http, &settings.token_url, &form)
+            .await
+            .map_err(|r| refresh_refusal(r, &settings.section))?;
         reply
             .refresh_token
             .map(Secret::new)

@@ -18,6 +18,7 @@
 
 pub mod authorize;
 mod oauth2;
+pub mod service_account;
 pub(crate) mod users;
 
 pub use crate::secret::{Secret, SecretFileError, SecretSource};
@@ -25,18 +26,21 @@ pub use oauth2::{
     AccessToken, GMAIL_SCOPE, GOOGLE_AUTH_URL, GOOGLE_TOKEN_URL, TokenError, TokenSource,
     write_secret_file, xoauth2_response,
 };
+pub use service_account::{KeyFileError, ServiceKey};
 pub use users::{Users, hash_password};
+
+use std::sync::Arc;
 
 use crate::config::{AuthConfig, UpstreamConfig};
 
-/// A configured secret could not be read.
+/// A configured secret could not be read or used.
 #[derive(Debug, thiserror::Error)]
-#[error("{key}: {source}")]
+#[error("{key}: {reason}")]
 pub struct CredentialsError {
     /// The key that names it, e.g. `upstream.password_file`.
     pub key: String,
-    /// Why it could not be read.
-    pub source: SecretFileError,
+    /// Why it could not be read or used.
+    pub reason: String,
 }
 
 /// The account and secret the relay authenticates to the upstream with.
@@ -54,6 +58,21 @@ enum Method {
     OAuth2(TokenSource),
     /// No AUTH (Google Workspace's SMTP relay service, which knows the relay by its address).
     None,
+    /// A service account acting as the mailbox `username`, with XOAUTH2.
+    ServiceAccount(Arc<ServiceAccount>),
+}
+
+/// A service account's key and where it gets tokens.
+#[derive(Debug)]
+struct ServiceAccount {
+    key: Arc<ServiceKey>,
+    token_url: String,
+    /// The config section of the service account (`accounts.NAME.service_account`).
+    section: String,
+    /// Each sender logs in as its own mailbox (`impersonate_sender`).
+    per_sender: bool,
+    /// Tokens for `username` (none for the per-sender base, which never logs in itself).
+    source: Option<TokenSource>,
 }
 
 /// What one upstream login uses.
@@ -86,9 +105,10 @@ impl Credentials {
                     SecretSource::Inline(_) => cfg.key("password"),
                     SecretSource::File(_) => cfg.key("password_file"),
                 };
-                let secret = source
-                    .load()
-                    .map_err(|source| CredentialsError { key, source })?;
+                let secret = source.load().map_err(|e| CredentialsError {
+                    key,
+                    reason: e.to_string(),
+                })?;
                 Ok(Credentials::password(cfg.username.clone(), secret))
             }
             AuthConfig::XOAuth2(oauth2) => {
@@ -98,6 +118,72 @@ impl Credentials {
                 username: cfg.username.clone(),
                 method: Method::None,
             }),
+            AuthConfig::ServiceAccount(sa) => {
+                let key = ServiceKey::load(&sa.key_file).map_err(|e| CredentialsError {
+                    key: format!("{}.key_file", sa.section),
+                    reason: e.to_string(),
+                })?;
+                let token_url = sa
+                    .token_url
+                    .clone()
+                    .unwrap_or_else(|| key.token_uri.clone());
+                if let Err(why) = crate::config::check_endpoint(&token_url) {
+                    return Err(CredentialsError {
+                        key: format!("{}.key_file", sa.section),
+                        reason: format!("token_uri: {why}; set {}.token_url", sa.section),
+                    });
+                }
+                let key = Arc::new(key);
+                let source = (!cfg.impersonate_sender).then(|| {
+                    TokenSource::service_account(
+                        key.clone(),
+                        &cfg.username,
+                        &token_url,
+                        &sa.section,
+                    )
+                });
+                Ok(Credentials {
+                    username: cfg.username.clone(),
+                    method: Method::ServiceAccount(Arc::new(ServiceAccount {
+                        key,
+                        token_url,
+                        section: sa.section.clone(),
+                        per_sender: cfg.impersonate_sender,
+                        source,
+                    })),
+                })
+            }
+        }
+    }
+
+    /// The credentials of one sender's own mailbox, for an account that logs in as each
+    /// sender (`impersonate_sender`); `None` for any other account.
+    pub fn for_mailbox(&self, mailbox: &str) -> Option<Credentials> {
+        let Method::ServiceAccount(sa) = &self.method else {
+            return None;
+        };
+        if !sa.per_sender {
+            return None;
+        }
+        let source =
+            TokenSource::service_account(sa.key.clone(), mailbox, &sa.token_url, &sa.section);
+        Some(Credentials {
+            username: mailbox.to_owned(),
+            method: Method::ServiceAccount(Arc::new(ServiceAccount {
+                key: sa.key.clone(),
+                token_url: sa.token_url.clone(),
+                section: sa.section.clone(),
+                per_sender: true,
+                source: Some(source),
+            })),
+        })
+    }
+
+    /// The service account's key, for a service-account login.
+    pub fn service_key(&self) -> Option<&ServiceKey> {
+        match &self.method {
+            Method::ServiceAccount(sa) => Some(&sa.key),
+            _ => None,
         }
     }
 
@@ -130,10 +216,11 @@ impl Credentials {
         }
     }
 
-    /// The token source, for XOAUTH2 logins.
+    /// The token source, for XOAUTH2 logins (a service account's for its fixed mailbox).
     pub fn token_source(&self) -> Option<&TokenSource> {
         match &self.method {
             Method::OAuth2(t) => Some(t),
+            Method::ServiceAccount(sa) => sa.source.as_ref(),
             _ => None,
         }
     }
@@ -150,13 +237,35 @@ impl Credentials {
                 token: source.token().await?,
             }),
             Method::None => Ok(Login::None),
+            Method::ServiceAccount(sa) => {
+                let Some(source) = &sa.source else {
+                    return Err(TokenError::Rejected(format!(
+                        "{}: this account logs in as each sender; it has no mailbox of its own",
+                        sa.section
+                    )));
+                };
+                let token = source.token().await.map_err(|e| match e {
+                    // A fixed mailbox that does not exist is the operator's to fix: pause.
+                    TokenError::NoSuchMailbox(why) if !sa.per_sender => {
+                        TokenError::Rejected(format!(
+                            "{why}; set {}.subject to a mailbox of the domain",
+                            sa.section
+                        ))
+                    }
+                    other => other,
+                })?;
+                Ok(Login::XOAuth2 {
+                    username: self.username.clone(),
+                    token,
+                })
+            }
         }
     }
 
     /// The upstream rejected this login: an OAuth2 token is forgotten, so the next login
     /// refreshes it.
     pub async fn rejected(&self, login: &Login) {
-        if let (Method::OAuth2(source), Login::XOAuth2 { token, .. }) = (&self.method, login) {
+        if let (Some(source), Login::XOAuth2 { token, .. }) = (self.token_source(), login) {
             source.invalidate(&token.value).await;
         }
     }

@@ -1,4 +1,5 @@
-//! OAuth2 access tokens for XOAUTH2: the refresh-token grant, cached, refreshed ahead of
+//! OAuth2 access tokens for XOAUTH2, from a refresh token (an OAuth client's grant) or from a
+//! service account's signed assertion for one mailbox (RFC 7523), cached, refreshed ahead of
 //! expiry, one refresh at a time.
 //!
 //! [`TokenSource::token`] returns a token valid for at least `refresh_before` more (5 minutes by
@@ -22,6 +23,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::Secret;
+use super::service_account::ServiceKey;
 use crate::config::OAuth2Config;
 use crate::secret::SecretSource;
 
@@ -41,6 +43,10 @@ pub enum TokenError {
     /// The token endpoint failed for now (network, 5xx, timeout).
     #[error("token endpoint unavailable: {0}")]
     Unavailable(String),
+    /// A service account asked to act as an address that is not a mailbox of the domain
+    /// (`invalid_grant`, "Invalid email or User ID"): retrying cannot help.
+    #[error("{0}")]
+    NoSuchMailbox(String),
 }
 
 /// An access token and when it expires.
@@ -59,9 +65,40 @@ pub struct TokenSource {
 }
 
 struct Inner {
-    settings: OAuth2Config,
+    grant: Grant,
     http: reqwest::Client,
     state: Mutex<State>,
+}
+
+/// How a token is obtained.
+enum Grant {
+    /// An OAuth client's refresh token.
+    Refresh(OAuth2Config),
+    /// A service account acting as `subject`.
+    Jwt {
+        key: Arc<ServiceKey>,
+        subject: String,
+        token_url: String,
+        /// The config section of the service account (`upstream.service_account`).
+        section: String,
+    },
+}
+
+impl Grant {
+    /// Refresh when the token expires within this.
+    fn refresh_before(&self) -> Duration {
+        match self {
+            Grant::Refresh(s) => s.refresh_before,
+            Grant::Jwt { .. } => Duration::from_secs(300),
+        }
+    }
+
+    fn token_url(&self) -> &str {
+        match self {
+            Grant::Refresh(s) => &s.token_url,
+            Grant::Jwt { token_url, .. } => token_url,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -74,9 +111,12 @@ struct State {
 
 impl std::fmt::Debug for TokenSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenSource")
-            .field("client_id", &self.inner.settings.client_id)
-            .field("token_url", &self.inner.settings.token_url)
+        let mut d = f.debug_struct("TokenSource");
+        match &self.inner.grant {
+            Grant::Refresh(s) => d.field("client_id", &s.client_id),
+            Grant::Jwt { key, subject, .. } => d.field("key", key).field("subject", subject),
+        };
+        d.field("token_url", &self.inner.grant.token_url())
             .finish_non_exhaustive()
     }
 }
@@ -112,18 +152,40 @@ fn http_client() -> reqwest::Client {
 impl TokenSource {
     /// A source for these settings; nothing is fetched yet.
     pub fn new(settings: OAuth2Config) -> TokenSource {
+        TokenSource::with_grant(Grant::Refresh(settings))
+    }
+
+    /// A source of tokens for a service account acting as `subject`, from `token_url`.
+    pub fn service_account(
+        key: Arc<ServiceKey>,
+        subject: &str,
+        token_url: &str,
+        section: &str,
+    ) -> TokenSource {
+        TokenSource::with_grant(Grant::Jwt {
+            key,
+            subject: subject.to_owned(),
+            token_url: token_url.to_owned(),
+            section: section.to_owned(),
+        })
+    }
+
+    fn with_grant(grant: Grant) -> TokenSource {
         TokenSource {
             inner: Arc::new(Inner {
-                settings,
+                grant,
                 http: http_client(),
                 state: Mutex::new(State::default()),
             }),
         }
     }
 
-    /// The settings.
-    pub fn settings(&self) -> &OAuth2Config {
-        &self.inner.settings
+    /// The OAuth client settings, for a refresh-token source.
+    pub fn settings(&self) -> Option<&OAuth2Config> {
+        match &self.inner.grant {
+            Grant::Refresh(s) => Some(s),
+            Grant::Jwt { .. } => None,
+        }
     }
 
     /// The HTTPS client used for the token endpoint.
@@ -136,7 +198,7 @@ impl TokenSource {
     pub async fn token(&self) -> Result<AccessToken, TokenError> {
         let mut state = self.inner.state.lock().await;
         let now = Instant::now();
-        let margin = self.inner.settings.refresh_before;
+        let margin = self.inner.grant.refresh_before();
         if let Some(t) = &state.token
             && t.expires_at > now + margin
         {
@@ -188,8 +250,7 @@ impl TokenSource {
         }
     }
 
-    fn refresh_token(&self) -> Result<Secret, TokenError> {
-        let settings = &self.inner.settings;
+    fn refresh_token(settings: &OAuth2Config) -> Result<Secret, TokenError> {
         settings.refresh_token.load().map_err(|e| {
             TokenError::Rejected(format!(
                 "cannot read {}.refresh_token_file: {e}; run `gmail-relay oauth authorize`",
@@ -199,8 +260,41 @@ impl TokenSource {
     }
 
     async fn refresh(&self) -> Result<AccessToken, TokenError> {
-        let settings = &self.inner.settings;
-        let refresh_token = self.refresh_token()?;
+        match &self.inner.grant {
+            Grant::Refresh(settings) => self.refresh_grant(settings).await,
+            Grant::Jwt {
+                key,
+                subject,
+                token_url,
+                section,
+            } => self.jwt_grant(key, subject, token_url, section).await,
+        }
+    }
+
+    /// Exchanges a fresh assertion for a token (a service account has no refresh token).
+    async fn jwt_grant(
+        &self,
+        key: &ServiceKey,
+        subject: &str,
+        token_url: &str,
+        section: &str,
+    ) -> Result<AccessToken, TokenError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let assertion = key.assertion(subject, token_url, now);
+        let form = vec![
+            ("grant_type", JWT_BEARER.to_owned()),
+            ("assertion", assertion.expose().to_owned()),
+        ];
+        let reply = post_form(&self.inner.http, token_url, &form)
+            .await
+            .map_err(|r| jwt_refusal(r, key, subject, section))?;
+        access_token(reply, subject)
+    }
+
+    async fn refresh_grant(&self, settings: &OAuth2Config) -> Result<AccessToken, TokenError> {
+        let refresh_token = Self::refresh_token(settings)?;
         let mut form = vec![
             ("grant_type", "refresh_token".to_owned()),
             ("refresh_token", refresh_token.expose().to_owned()),
@@ -209,25 +303,13 @@ impl TokenSource {
         if let Some(secret) = client_secret(settings)? {
             form.push(("client_secret", secret.expose().to_owned()));
         }
-        let reply = post_form(
-            &self.inner.http,
-            &settings.token_url,
-            &form,
-            &settings.section,
-        )
-        .await?;
-        let access = reply.access_token.ok_or_else(|| {
-            TokenError::Unavailable("the token endpoint answered without an access_token".into())
-        })?;
-        if access.len() > 8192 {
-            return Err(TokenError::Unavailable(format!(
-                "the access token is {} bytes, more than any Google issues",
-                access.len()
-            )));
-        }
-        let lifetime = Duration::from_secs(reply.expires_in.unwrap_or(3600));
+        let reply = post_form(&self.inner.http, &settings.token_url, &form)
+            .await
+            .map_err(|r| refresh_refusal(r, &settings.section))?;
+        let new_refresh = reply.refresh_token.clone();
+        let token = access_token(reply, "the account")?;
         if let (Some(new), SecretSource::File(path)) =
-            (reply.refresh_token.as_deref(), &settings.refresh_token)
+            (new_refresh.as_deref(), &settings.refresh_token)
             && new != refresh_token.expose()
         {
             match write_secret_file(path, new) {
@@ -240,15 +322,34 @@ impl TokenSource {
                 ),
             }
         }
-        tracing::debug!(
-            expires_in = lifetime.as_secs(),
-            "OAuth2 access token refreshed"
-        );
-        Ok(AccessToken {
-            value: Secret::new(access),
-            expires_at: Instant::now() + lifetime,
-        })
+        Ok(token)
     }
+}
+
+/// The grant type of a service account's assertion (RFC 7523).
+const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+
+/// The access token of a successful reply, checked.
+fn access_token(reply: TokenReplyOk, whom: &str) -> Result<AccessToken, TokenError> {
+    let access = reply.access_token.ok_or_else(|| {
+        TokenError::Unavailable("the token endpoint answered without an access_token".into())
+    })?;
+    if access.len() > 8192 {
+        return Err(TokenError::Unavailable(format!(
+            "the access token is {} bytes, more than any Google issues",
+            access.len()
+        )));
+    }
+    let lifetime = Duration::from_secs(reply.expires_in.unwrap_or(3600));
+    tracing::debug!(
+        expires_in = lifetime.as_secs(),
+        whom,
+        "OAuth2 access token refreshed"
+    );
+    Ok(AccessToken {
+        value: Secret::new(access),
+        expires_at: Instant::now() + lifetime,
+    })
 }
 
 /// The client secret, read from its file if it is kept in one.
@@ -267,13 +368,29 @@ pub(crate) fn client_secret(settings: &OAuth2Config) -> Result<Option<Secret>, T
         .transpose()
 }
 
-/// POSTs a form to a token endpoint and classifies the answer.
+/// A token endpoint's refusal: temporary, or Google's `error` and `error_description`.
+pub(crate) enum Refused {
+    /// The endpoint failed for now (network, 5xx, 429).
+    Unavailable(String),
+    /// Google refused the request.
+    OAuth {
+        /// The endpoint.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// `error`, e.g. `invalid_grant`.
+        error: String,
+        /// `error_description`.
+        description: String,
+    },
+}
+
+/// POSTs a form to a token endpoint.
 pub(crate) async fn post_form(
     http: &reqwest::Client,
     url: &str,
     form: &[(&str, String)],
-    section: &str,
-) -> Result<TokenReplyOk, TokenError> {
+) -> Result<TokenReplyOk, Refused> {
     let body = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(form.iter().map(|(k, v)| (*k, v.as_str())))
         .finish();
@@ -284,16 +401,16 @@ pub(crate) async fn post_form(
         .body(body)
         .send()
         .await
-        .map_err(|e| TokenError::Unavailable(format!("{url}: {}", error_chain(&e))))?;
+        .map_err(|e| Refused::Unavailable(format!("{url}: {}", error_chain(&e))))?;
     let status = response.status();
     let bytes = response
         .bytes()
         .await
-        .map_err(|e| TokenError::Unavailable(format!("{url}: {}", error_chain(&e))))?;
+        .map_err(|e| Refused::Unavailable(format!("{url}: {}", error_chain(&e))))?;
     let reply: Option<TokenReply> = serde_json::from_slice(&bytes).ok();
     if status.is_success() {
         let reply = reply.ok_or_else(|| {
-            TokenError::Unavailable(format!(
+            Refused::Unavailable(format!(
                 "{url} answered {status} with a body that is not JSON"
             ))
         })?;
@@ -304,7 +421,7 @@ pub(crate) async fn post_form(
         });
     }
     if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-        return Err(TokenError::Unavailable(format!("{url} answered {status}")));
+        return Err(Refused::Unavailable(format!("{url} answered {status}")));
     }
     let (error, description) = reply
         .map(|r| {
@@ -314,7 +431,26 @@ pub(crate) async fn post_form(
             )
         })
         .unwrap_or_default();
-    Err(TokenError::Rejected(match error.as_str() {
+    Err(Refused::OAuth {
+        url: url.to_owned(),
+        status: status.as_u16(),
+        error,
+        description,
+    })
+}
+
+/// What a refusal of the refresh-token (or authorization-code) grant means for the operator.
+pub(crate) fn refresh_refusal(refused: Refused, section: &str) -> TokenError {
+    let (url, status, error, description) = match refused {
+        Refused::Unavailable(why) => return TokenError::Unavailable(why),
+        Refused::OAuth {
+            url,
+            status,
+            error,
+            description,
+        } => (url, status, error, description),
+    };
+    TokenError::Rejected(match error.as_str() {
         "invalid_grant" => format!(
             "refresh token rejected by Google (invalid_grant{}): re-authorize with \
              `gmail-relay oauth authorize`; apps in Testing status lose refresh tokens after 7 \
@@ -330,7 +466,55 @@ pub(crate) async fn post_form(
              {section}.client_id and client_secret"
         ),
         _ => format!("{url} answered {status} {error} {description}"),
-    }))
+    })
+}
+
+/// What a refusal of a service account's assertion means for the operator.
+fn jwt_refusal(refused: Refused, key: &ServiceKey, subject: &str, section: &str) -> TokenError {
+    let (status, error, description) = match refused {
+        Refused::Unavailable(why) => return TokenError::Unavailable(why),
+        Refused::OAuth {
+            status,
+            error,
+            description,
+            ..
+        } => (status, error, description),
+    };
+    let kid = &key.private_key_id;
+    match error.as_str() {
+        "unauthorized_client" => TokenError::Rejected(format!(
+            "Google refuses the service account {} for {subject} (unauthorized_client: \
+             {description}): domain-wide delegation is not granted for this scope; in the Admin \
+             console go to Security → Access and data control → API controls → Domain-wide \
+             delegation and add client ID {} with the scope {GMAIL_SCOPE}",
+            key.client_email, key.client_id
+        )),
+        "invalid_grant" if description.contains("Invalid email or User ID") => {
+            TokenError::NoSuchMailbox(format!(
+                "{subject} is not a mailbox of the domain the service account {} may act for \
+                 (invalid_grant: {description})",
+                key.client_email
+            ))
+        }
+        // Google's clock-skew answer: "Invalid JWT: Token must be a short-lived token (60
+        // minutes) and in a reasonable timeframe. Check your iat and exp values ...".
+        "invalid_grant" if description.contains("JWT") && !description.contains("Signature") => {
+            TokenError::Rejected(format!(
+                "Google refuses the assertion signed with key {kid} (invalid_grant: \
+                 {description}); the assertion says it was made now and expires in an hour, so \
+                 this machine's clock is probably wrong: check it (timedatectl; NTP)"
+            ))
+        }
+        "invalid_grant" | "invalid_client" => TokenError::Rejected(format!(
+            "Google refuses the service account key {kid} of {} ({error}: {description}): the \
+             key may have been deleted or disabled; create a new key and point \
+             {section}.key_file at it",
+            key.client_email
+        )),
+        _ => TokenError::Rejected(format!(
+            "the token endpoint answered {status} {error} {description} for {subject}"
+        )),
+    }
 }
 
 /// A successful token reply.

@@ -1,4 +1,5 @@
-//! `gmail-relay oauth authorize|test`: getting and checking the XOAUTH2 refresh token.
+//! `gmail-relay oauth authorize|test`: getting and checking the XOAUTH2 refresh token (`test`
+//! also checks a service account's token for its fixed mailbox).
 
 use std::path::Path;
 
@@ -10,6 +11,14 @@ fn token_source(
     setup: &delivery::Setup,
     path: &Path,
 ) -> anyhow::Result<gmail_relay::auth::TokenSource> {
+    if setup.cfg.impersonate_sender {
+        anyhow::bail!(
+            "{}: account {} logs in as each sender; try one with `gmail-relay check --upstream \
+             --as ADDRESS`",
+            path.display(),
+            setup.cfg.name
+        );
+    }
     setup
         .credentials()
         .token_source()
@@ -45,12 +54,18 @@ pub async fn authorize(path: &Path, account: &str) -> anyhow::Result<()> {
     let (cfg, setup) = load(path, account)?;
     let username = setup.cfg.username.clone();
     let source = token_source(&setup, path)?;
-    let settings = source.settings();
+    let Some(settings) = source.settings() else {
+        anyhow::bail!(
+            "{}: {} is a service account; it needs no authorization (`oauth test` checks it)",
+            path.display(),
+            setup.cfg.key("auth")
+        );
+    };
     let SecretSource::File(file) = &settings.refresh_token else {
         anyhow::bail!(
-            "{}: set upstream.oauth2.refresh_token_file (instead of refresh_token) so the \
-             token can be stored",
-            path.display()
+            "{}: set {}.refresh_token_file (instead of refresh_token) so the token can be stored",
+            path.display(),
+            settings.section
         );
     };
     let auth = authorize::begin(settings, &username).await?;

@@ -10,20 +10,31 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::EXIT_CONFIG;
 
 /// Loads, validates and prepares the config (the files it names are read: password, CA,
-/// certificate, users), printing the error and returning the exit code on failure.
-fn load(path: &Path) -> Result<daemon::Prepared, ExitCode> {
+/// certificate, users, service account keys), printing the error and returning the exit code
+/// on failure. Logging starts in between, with `log` (or the config's `[log]`), so that what
+/// preparing warns about (a key file others can read) is seen.
+fn load(path: &Path, log: Option<config::LogConfig>) -> Result<daemon::Prepared, ExitCode> {
     let cfg = config::load(path).map_err(|e| {
         eprintln!("gmail-relay: configuration error: {e}");
         ExitCode::from(EXIT_CONFIG)
     })?;
+    if let Err(e) = observe::init(log.as_ref().unwrap_or(&cfg.log)) {
+        eprintln!("gmail-relay: {e}");
+        return Err(ExitCode::from(EXIT_CONFIG));
+    }
     daemon::prepare(cfg).map_err(|e| {
         eprintln!("gmail-relay: configuration error: {}: {e}", path.display());
         ExitCode::from(EXIT_CONFIG)
     })
 }
 
-pub fn check(path: &Path, upstream: bool) -> ExitCode {
-    let prepared = match load(path) {
+pub fn check(path: &Path, upstream: bool, as_sender: Option<&str>) -> ExitCode {
+    // Only warnings: the check's own lines are its output.
+    let warnings = config::LogConfig {
+        level: "warn".into(),
+        format: config::LogFormat::Text,
+    };
+    let prepared = match load(path, Some(warnings)) {
         Ok(p) => p,
         Err(code) => return code,
     };
@@ -76,17 +87,53 @@ pub fn check(path: &Path, upstream: bool) -> ExitCode {
     if !upstream {
         return ExitCode::SUCCESS;
     }
+    // `--as`: the account that carries this sender must log in as each sender.
+    let as_account = match as_sender {
+        None => None,
+        Some(address) => {
+            let router = gmail_relay::policy::Router::new(&cfg.accounts);
+            let name = router.route(address);
+            let setup = prepared
+                .upstreams
+                .iter()
+                .find(|u| u.cfg.name == name)
+                .expect("the router names a configured account");
+            if !setup.cfg.impersonate_sender {
+                eprintln!(
+                    "gmail-relay: --as {address}: mail from it goes through account {name}, \
+                     which logs in as {}, not as each sender; leave out --as",
+                    setup.cfg.label()
+                );
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            Some((name.to_owned(), address.to_lowercase()))
+        }
+    };
     // Every account logs in, one after the other, so each gets its own line.
     let login = async {
         let mut failed = 0;
         for setup in prepared.upstreams {
             let name = setup.cfg.name.clone();
-            let upstream = delivery::Upstream::new(setup, observe::Metrics::new());
             let prefix = if several {
                 format!("account {name}: ")
             } else {
                 String::new()
             };
+            let setup = match &as_account {
+                Some((account, mailbox)) if *account == name => setup
+                    .for_mailbox(mailbox, &format!("{name}/{mailbox}"))
+                    .expect("an account that logs in as each sender has per-mailbox setups"),
+                _ if setup.cfg.impersonate_sender => {
+                    println!(
+                        "  {prefix}upstream check: skipped; the service account logs in as \
+                         each sender: add --as ADDRESS (one of {}) to try one",
+                        account_senders(cfg, &name)
+                    );
+                    continue;
+                }
+                _ => setup,
+            };
+            let upstream = delivery::Upstream::new(setup, observe::Metrics::new());
             match upstream.check_login().await {
                 Ok(done) => println!("  {prefix}upstream check: {done}"),
                 Err(pause) if !several => anyhow::bail!("{pause}"),
@@ -104,15 +151,26 @@ pub fn check(path: &Path, upstream: bool) -> ExitCode {
     super::with_runtime(login)
 }
 
+/// The `senders` of account `name`, for messages.
+fn account_senders(cfg: &config::Config, name: &str) -> String {
+    cfg.accounts
+        .iter()
+        .find(|a| a.name() == name)
+        .map(|a| {
+            a.senders
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
 pub fn serve(path: &Path) -> ExitCode {
-    let prepared = match load(path) {
+    let prepared = match load(path, None) {
         Ok(p) => p,
         Err(code) => return code,
     };
-    if let Err(e) = observe::init(&prepared.config.log) {
-        eprintln!("gmail-relay: {e}");
-        return ExitCode::from(EXIT_CONFIG);
-    }
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

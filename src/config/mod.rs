@@ -22,6 +22,7 @@ pub mod defaults;
 mod raw;
 mod sections;
 mod validate;
+pub(crate) use validate::check_endpoint;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

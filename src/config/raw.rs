@@ -102,6 +102,8 @@ pub(super) struct RawUpstream {
     pub max_per_minute: Option<u64>,
     pub max_per_day: Option<u64>,
     pub rewrite: Option<RawRewrite>,
+    pub impersonate_sender: Option<bool>,
+    pub service_account: Option<RawServiceAccount>,
     pub auth: Option<String>,
     pub oauth2: Option<RawOAuth2>,
     pub host: Option<String>,
@@ -131,6 +133,14 @@ impl std::fmt::Debug for RawUpstream {
             .field("password_file", &self.password_file)
             .finish_non_exhaustive()
     }
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServiceAccount {
+    pub key_file: Option<String>,
+    pub subject: Option<String>,
+    pub token_url: Option<String>,
 }
 
 #[derive(Default, Clone, Deserialize)]

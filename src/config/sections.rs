@@ -124,6 +124,7 @@ pub fn tests_upstream() -> UpstreamConfig {
         port: 587,
         tls: TlsMode::StartTls,
         username: "relay@example.com".into(),
+        impersonate_sender: false,
         auth: AuthConfig::Password(SecretSource::Inline(crate::secret::Secret::new("pw"))),
         ca_file: None,
         helo_name: "relay.test".into(),
@@ -245,6 +246,21 @@ pub enum AuthConfig {
     /// No AUTH at all: Google Workspace's SMTP relay service, which knows the relay by its IP
     /// address (TLS is still required and verified).
     None,
+    /// A Google Workspace service account with domain-wide delegation, acting as a mailbox
+    /// (AUTH XOAUTH2 with tokens from its signed assertions).
+    ServiceAccount(ServiceAccountConfig),
+}
+
+/// `[upstream.service_account]` (or an account's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceAccountConfig {
+    /// The JSON key file from Google Cloud (a secret: read when the daemon prepares the
+    /// credentials).
+    pub key_file: PathBuf,
+    /// The token endpoint, if not the key file's `token_uri`.
+    pub token_url: Option<String>,
+    /// The config section (`upstream.service_account`), for messages.
+    pub section: String,
 }
 
 impl AuthConfig {
@@ -254,6 +270,7 @@ impl AuthConfig {
             AuthConfig::Password(_) => "password",
             AuthConfig::XOAuth2(_) => "xoauth2",
             AuthConfig::None => "none",
+            AuthConfig::ServiceAccount(_) => "service-account",
         }
     }
 }
@@ -293,8 +310,11 @@ pub struct UpstreamConfig {
     pub port: u16,
     /// STARTTLS or implicit TLS.
     pub tls: TlsMode,
-    /// The account to log in as (empty only with `auth = "none"` and no username given).
+    /// The account to log in as: the mailbox (with a service account, its `subject`); empty
+    /// only with `auth = "none"` and no username, or when every sender logs in as itself.
     pub username: String,
+    /// A service account logs in as each sender's own mailbox (`impersonate_sender`).
+    pub impersonate_sender: bool,
     /// How to log in.
     pub auth: AuthConfig,
     /// Extra trust anchors (PEM), in addition to the built-in web PKI roots.
@@ -320,7 +340,9 @@ impl UpstreamConfig {
     /// Who this account is, for people: its username, or (with `auth = "none"` and no
     /// username) its name and host.
     pub fn label(&self) -> String {
-        if self.username.is_empty() {
+        if self.impersonate_sender {
+            "each sender's own mailbox".to_owned()
+        } else if self.username.is_empty() {
             format!("{} at {}", self.name, self.host)
         } else {
             self.username.clone()

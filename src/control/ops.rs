@@ -246,6 +246,7 @@ impl Operator {
                         pending: s.state.pending().count(),
                         held: false,
                         account: s.state.account(&s.envelope).to_owned(),
+                        sender: s.envelope.sender.clone(),
                     });
                 }
                 Err(e.into())

@@ -126,6 +126,7 @@ fn scheduler_settings(config: &Config, metrics: &Metrics) -> scheduler::Settings
                 max_per_day: a.max_per_day,
                 failover: a.failover.clone(),
                 rewrite: Rewrite::new(a.rewrite, &a.upstream.username),
+                per_sender: a.upstream.impersonate_sender,
             })
             .collect(),
         metrics: metrics.clone(),

@@ -118,14 +118,37 @@ fn refused(stage: Stage, failure: &Failure, server: &str) -> Pause {
     pause(kind, reason)
 }
 
+/// Why no authenticated connection could be had.
+#[derive(Debug)]
+pub enum OpenError {
+    /// Delivery through the account should pause.
+    Pause(Pause),
+    /// The mailbox to log in as does not exist (a service account acting as each sender):
+    /// that sender's messages fail; retrying cannot help.
+    NoMailbox(String),
+}
+
+impl From<Pause> for OpenError {
+    fn from(p: Pause) -> OpenError {
+        OpenError::Pause(p)
+    }
+}
+
 /// Opens, secures and authenticates one connection. With XOAUTH2, a token the server rejects
 /// is dropped and the login tried once more, with a fresh token on a new connection.
-pub async fn open(setup: &Setup) -> Result<Conn, Pause> {
+pub async fn open(setup: &Setup) -> Result<Conn, OpenError> {
     let cfg = &setup.cfg;
     for last_try in [false, true] {
         let login = setup.credentials.login().await.map_err(|e| match e {
-            TokenError::Rejected(why) => pause(PauseKind::Credentials, why),
-            TokenError::Unavailable(why) => unreachable(format!("no OAuth2 access token: {why}")),
+            TokenError::Rejected(why) => OpenError::Pause(pause(PauseKind::Credentials, why)),
+            TokenError::Unavailable(why) => {
+                OpenError::Pause(unreachable(format!("no OAuth2 access token: {why}")))
+            }
+            // 5.7.1: the relay is not authorized to send as this sender (RFC 3463).
+            TokenError::NoSuchMailbox(why) => OpenError::NoMailbox(format!(
+                "5.7.1 not sent: {why}; retrying cannot help: send from an existing mailbox, or \
+                 create this one"
+            )),
         })?;
         let (mut client, caps) = secure(setup).await?;
         let expires = match &login {
@@ -149,7 +172,7 @@ pub async fn open(setup: &Setup) -> Result<Conn, Pause> {
                         setup.credentials.rejected(&login).await;
                     }
                     Refusal::Token(why) => {
-                        return Err(pause(
+                        return Err(OpenError::Pause(pause(
                             PauseKind::Credentials,
                             format!(
                                 "{}:{} rejected a freshly refreshed OAuth2 token for {}: {why}; \
@@ -157,9 +180,9 @@ pub async fn open(setup: &Setup) -> Result<Conn, Pause> {
                                  and belongs to this account",
                                 cfg.host, cfg.port, cfg.username
                             ),
-                        ));
+                        )));
                     }
-                    Refusal::Pause(pause) => return Err(pause),
+                    Refusal::Pause(pause) => return Err(OpenError::Pause(pause)),
                 }
             }
         }

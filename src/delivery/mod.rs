@@ -44,7 +44,7 @@ pub use tls::TlsSetupError;
 pub use upstreams::Upstreams;
 
 use crate::observe::Metrics;
-use connection::Conn;
+use connection::{Conn, OpenError};
 use pool::{Idle, Pool};
 use transaction::TxResult;
 
@@ -176,6 +176,10 @@ pub struct Upstream {
 struct Inner {
     /// The account's name (fixed: another name is another upstream).
     name: String,
+    /// Connections this upstream may have (its pool's size, fixed).
+    max_connections: usize,
+    /// When it last delivered (to drop a sender's own upstream once idle).
+    last_used: std::sync::Mutex<Instant>,
     /// The settings in force; replaced by [`Upstream::reconfigure`].
     current: std::sync::RwLock<Arc<Current>>,
     pool: Pool,
@@ -196,6 +200,8 @@ impl Upstream {
         Upstream {
             inner: Arc::new(Inner {
                 name: setup.cfg.name.clone(),
+                max_connections: setup.cfg.max_connections,
+                last_used: std::sync::Mutex::new(Instant::now()),
                 pool: Pool::new(setup.cfg.max_connections),
                 current: std::sync::RwLock::new(Arc::new(Current {
                     setup,
@@ -238,9 +244,16 @@ impl Upstream {
         self.current().setup.cfg.max_connections
     }
 
+    /// No connection of it exists and it has not delivered for `idle`.
+    pub fn unused_for(&self, idle: Duration) -> bool {
+        self.inner.pool.is_empty(self.inner.max_connections)
+            && self.inner.last_used.lock().expect("last use").elapsed() >= idle
+    }
+
     /// Tries to deliver `msg` to `recipients`.
     pub async fn deliver(&self, msg: &Outgoing<'_>, recipients: &[String]) -> Report {
         let _slot = self.inner.pool.slot().await;
+        *self.inner.last_used.lock().expect("last use") = Instant::now();
         let per_tx = self.current().setup.cfg.max_recipients_per_message;
         let mut outcomes: Vec<Option<RecipientOutcome>> = vec![None; recipients.len()];
         let mut pause = None;
@@ -294,11 +307,17 @@ impl Upstream {
                 self.inner.metrics.transaction(self.name(), true);
                 conn
             }
-            None => {
-                let conn = self.open().await?;
-                self.inner.metrics.transaction(self.name(), false);
-                conn
-            }
+            None => match self.open().await {
+                Ok(conn) => {
+                    self.inner.metrics.transaction(self.name(), false);
+                    conn
+                }
+                Err(OpenError::Pause(p)) => return Err(p),
+                Err(OpenError::NoMailbox(why)) => {
+                    let outcome = RecipientOutcome::Failed(why);
+                    return Ok((vec![Some(outcome); batch.len()], None));
+                }
+            },
         };
         for fresh in [false, true] {
             if let Some(max) = conn.caps.size()
@@ -328,7 +347,14 @@ impl Upstream {
                 }
                 TxResult::Lost(reason) if !fresh => {
                     tracing::debug!(%reason, "upstream connection lost; sending again on a new one");
-                    conn = self.open().await?;
+                    conn = match self.open().await {
+                        Ok(conn) => conn,
+                        Err(OpenError::Pause(p)) => return Err(p),
+                        Err(OpenError::NoMailbox(why)) => {
+                            let outcome = RecipientOutcome::Failed(why);
+                            return Ok((vec![Some(outcome); batch.len()], None));
+                        }
+                    };
                     self.inner.metrics.transaction(self.name(), false);
                 }
                 TxResult::Lost(reason) => {
@@ -345,7 +371,13 @@ impl Upstream {
     pub async fn check_login(&self) -> Result<String, Pause> {
         let current = self.current();
         let cfg = &current.setup.cfg;
-        let conn = self.open().await?;
+        let conn = self.open().await.map_err(|e| match e {
+            OpenError::Pause(p) => p,
+            OpenError::NoMailbox(why) => Pause {
+                kind: PauseKind::Credentials,
+                reason: why,
+            },
+        })?;
         let what = format!(
             "logged in to {}:{} ({}) as {} with {}; the server accepts messages up to {}; \
              it offers: {}",
@@ -358,6 +390,8 @@ impl Upstream {
                 crate::config::AuthConfig::Password(_) if conn.caps.auth("PLAIN") => "PLAIN",
                 crate::config::AuthConfig::Password(_) => "LOGIN",
                 crate::config::AuthConfig::None => "no AUTH (the relay service)",
+                crate::config::AuthConfig::ServiceAccount(_) =>
+                    "XOAUTH2 (service account, domain-wide delegation)",
             },
             conn.caps
                 .size()
@@ -368,15 +402,15 @@ impl Upstream {
         Ok(what)
     }
 
-    async fn open(&self) -> Result<Conn, Pause> {
+    async fn open(&self) -> Result<Conn, OpenError> {
         let current = self.current();
         let opened = connection::open(&current.setup).await;
         match &opened {
             Ok(_) => self.inner.metrics.login(self.name(), true),
-            Err(Pause {
+            Err(OpenError::Pause(Pause {
                 kind: PauseKind::Credentials,
                 ..
-            }) => self.inner.metrics.login(self.name(), false),
+            })) => self.inner.metrics.login(self.name(), false),
             Err(_) => {}
         }
         let mut conn = opened?;

@@ -64,6 +64,11 @@ impl Pool {
         });
     }
 
+    /// No connection exists: none in use, none idle.
+    pub fn is_empty(&self, max: usize) -> bool {
+        self.slots.available_permits() == max && self.idle.lock().expect("pool lock").is_empty()
+    }
+
     /// Closes every idle connection (the settings changed).
     pub fn close_idle(&self) {
         let idle = std::mem::take(&mut *self.idle.lock().expect("pool lock"));

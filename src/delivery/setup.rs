@@ -39,16 +39,38 @@ impl Setup {
         })
     }
 
+    /// The set-up of one sender's own mailbox, for an account that logs in as each sender
+    /// (`impersonate_sender`); `name` names it (`billing/scanner@example.com`).
+    pub fn for_mailbox(&self, mailbox: &str, name: &str) -> Option<Setup> {
+        let credentials = self.credentials.for_mailbox(mailbox)?;
+        let mut cfg = self.cfg.clone();
+        cfg.name = name.to_owned();
+        cfg.username = mailbox.to_owned();
+        cfg.impersonate_sender = false;
+        Some(Setup {
+            cfg,
+            tls: self.tls.clone(),
+            credentials,
+        })
+    }
+
     /// The credentials (for `oauth` commands, which need the token source).
     pub fn credentials(&self) -> &Credentials {
         &self.credentials
     }
 
     /// Would connecting with `other` differ from connecting with this: other settings, or
-    /// another password in the same password file?
+    /// another password in the same password file, or another service account key in the same
+    /// key file (a rotated key)?
     pub fn differs_from(&self, other: &Setup) -> bool {
+        let key_id = |s: &Setup| {
+            s.credentials
+                .service_key()
+                .map(|k| (k.private_key_id.clone(), k.client_email.clone()))
+        };
         self.cfg != other.cfg
             || self.credentials.password_secret() != other.credentials.password_secret()
+            || key_id(self) != key_id(other)
     }
 
     /// This setup, keeping `old`'s credentials when the OAuth2 settings did not change: its

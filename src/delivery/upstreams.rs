@@ -5,6 +5,11 @@
 //! A reload replaces the set: an account whose settings did not change keeps its pool (and its
 //! OAuth2 token); a changed one is reconfigured (its idle connections closed); a new one is
 //! added; a removed one closes its idle connections and is forgotten.
+//!
+//! An account whose service account logs in as each sender (`impersonate_sender`) has one
+//! upstream per sender mailbox, named `ACCOUNT/mailbox`: made on first use (its own token,
+//! connections, and so its own pause and budget in the scheduler) and dropped once it has been
+//! idle for the account's `idle_timeout`.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -35,13 +40,21 @@ impl Upstreams {
         }
     }
 
-    /// The upstream of `account`.
+    /// The upstream of `account`; for `ACCOUNT/mailbox`, of that sender's own mailbox, made
+    /// now if it has none (when `ACCOUNT` logs in as each sender).
     pub fn get(&self, account: &str) -> Option<Upstream> {
-        self.inner
-            .read()
-            .expect("upstreams lock")
-            .get(account)
-            .cloned()
+        if let Some(upstream) = self.inner.read().expect("upstreams lock").get(account) {
+            return Some(upstream.clone());
+        }
+        let (base, mailbox) = account.split_once('/')?;
+        let mut map = self.inner.write().expect("upstreams lock");
+        if let Some(upstream) = map.get(account) {
+            return Some(upstream.clone());
+        }
+        let setup = map.get(base)?.setup().for_mailbox(mailbox, account)?;
+        let upstream = Upstream::new(setup, self.metrics.clone());
+        map.insert(account.to_owned(), upstream.clone());
+        Some(upstream)
     }
 
     /// Every upstream, by account name.
@@ -60,6 +73,13 @@ impl Upstreams {
         let mut changed = Vec::new();
         let mut map = self.inner.write().expect("upstreams lock");
         let mut next = BTreeMap::new();
+        // Senders' own upstreams are made again from their account's new settings.
+        let senders: Vec<String> = map.keys().filter(|k| k.contains('/')).cloned().collect();
+        for name in senders {
+            if let Some(upstream) = map.remove(&name) {
+                tokio::spawn(async move { upstream.close_all().await });
+            }
+        }
         for setup in setups {
             let name = setup.cfg.name.clone();
             match map.remove(&name) {
@@ -102,6 +122,14 @@ impl Upstreams {
         }
     }
 
+    /// Forgets the senders' own upstreams that have been idle for their `idle_timeout`.
+    fn drop_idle_senders(&self) {
+        let mut map = self.inner.write().expect("upstreams lock");
+        map.retain(|name, upstream| {
+            !name.contains('/') || !upstream.unused_for(upstream.setup().cfg.idle_timeout)
+        });
+    }
+
     /// Closes idle connections as they go stale, and all of them when `cancel` fires. Run it as
     /// a background task.
     pub async fn maintain(&self, cancel: CancellationToken) {
@@ -119,6 +147,7 @@ impl Upstreams {
             for upstream in self.all() {
                 upstream.close_stale().await;
             }
+            self.drop_idle_senders();
         }
         for upstream in self.all() {
             upstream.close_all().await;

@@ -85,10 +85,18 @@ impl Records {
             .map(|s| serde_json::to_vec(s).expect("serialisable"))
     }
 
-    /// Sets the record of `account` (a [`SendBudget::save`]).
+    /// Sets the record of `account` (a [`SendBudget::save`]). Records whose last send is more
+    /// than a day older than this one's limit nothing any more and are forgotten: senders' own
+    /// mailboxes come and go, and `rate.json` must not keep every one ever seen.
     pub fn set(&mut self, account: &str, saved: &[u8]) {
-        if let Ok(s) = serde_json::from_slice::<Saved>(saved) {
-            self.accounts.insert(account.to_owned(), s);
+        let Ok(s) = serde_json::from_slice::<Saved>(saved) else {
+            return;
+        };
+        let newest = s.sends.iter().map(|&(t, _)| t).max();
+        self.accounts.insert(account.to_owned(), s);
+        if let Some(newest) = newest {
+            self.accounts
+                .retain(|_, r| r.sends.iter().any(|&(t, _)| t + 86_400 > newest));
         }
     }
 
@@ -306,6 +314,11 @@ impl SendBudget {
         }
     }
 
+    /// Attempts in flight hold part of it.
+    pub fn has_reservations(&self) -> bool {
+        !self.reserved.is_empty()
+    }
+
     /// The attempt for `id` ended without a report (it panicked): its reservation goes.
     pub fn release(&mut self, id: QueueId) {
         self.reserved.remove(&id);
@@ -348,6 +361,13 @@ mod tests {
         let back = Records::parse(Some(&all.to_bytes()));
         assert!(back.of("billing").is_some() && back.of("default").is_none());
         assert!(Records::parse(Some(b"garbage")).of("default").is_none());
+
+        // A day after billing's last send, its record goes when another account records.
+        let mut later = Budget::new(None, Some(5), None);
+        later.record(at(86_400), 1);
+        all.set("domain/scanner@example.com", &later.save());
+        assert!(all.of("billing").is_none());
+        assert!(all.of("domain/scanner@example.com").is_some());
     }
 
     #[tokio::test(start_paused = true)]

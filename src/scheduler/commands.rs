@@ -228,7 +228,7 @@ impl<C: Courier> Scheduler<C> {
             Command::Add(q) => {
                 self.held.remove(&q.id);
                 self.unschedule(q.id);
-                self.schedule(q.id, q.next_attempt, q.pending, q.account);
+                self.schedule_new(q);
             }
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
@@ -248,33 +248,38 @@ impl<C: Courier> Scheduler<C> {
         let clock = self.ctx.clock;
         let now = clock.now();
         let oldest = self.meta.keys().chain(&self.held).min().copied();
-        let mut accounts: Vec<AccountStatus> = self
+        // Each configured account, followed by its senders' own lanes.
+        let accounts: Vec<AccountStatus> = self
             .settings
             .accounts
             .iter()
-            .filter_map(|a| {
-                let lane = self.lanes.get(&a.name)?;
+            .flat_map(|a| {
+                let prefix = format!("{}/", a.name);
+                self.lanes
+                    .iter()
+                    .filter(move |(name, _)| **name == a.name || name.starts_with(&prefix))
+            })
+            .map(|(name, lane)| {
                 let (budget_minute, budget_day) = lane.budget.remaining(now);
-                Some(AccountStatus {
-                    name: a.name.clone(),
-                    label: a.label.clone(),
+                AccountStatus {
+                    name: name.clone(),
+                    label: lane.settings.label.clone(),
                     failover: if lane.wants_failover() {
-                        a.failover.clone()
+                        lane.settings.failover.clone()
                     } else {
                         Vec::new()
                     },
                     pause: lane.pause.status(&clock).map(|mut p| {
-                        p.account = a.name.clone();
+                        p.account = name.clone();
                         p
                     }),
                     scheduled: lane.due.len(),
                     active: lane.running,
                     budget_minute,
                     budget_day,
-                })
+                }
             })
             .collect();
-        accounts.dedup_by(|a, b| a.name == b.name);
         Status {
             pause: accounts.iter().find_map(|a| a.pause.clone()),
             scheduled: self.meta.values().filter(|m| m.due.is_some()).count(),
@@ -295,11 +300,15 @@ impl<C: Courier> Scheduler<C> {
     fn reload(&mut self, settings: super::Settings, probe: &[String]) {
         let wanted: std::collections::BTreeSet<String> =
             settings.accounts.iter().map(|a| a.name.clone()).collect();
-        // Accounts that went away: their mail waits among the orphans.
+        // Accounts that went away: their mail waits among the orphans. Senders' own lanes
+        // follow their account.
         let gone: Vec<String> = self
             .lanes
             .keys()
-            .filter(|n| !wanted.contains(*n))
+            .filter(|n| {
+                let base = n.split_once('/').map_or(n.as_str(), |(b, _)| b);
+                !wanted.contains(base)
+            })
             .cloned()
             .collect();
         for name in gone {
@@ -308,6 +317,13 @@ impl<C: Courier> Scheduler<C> {
             }
         }
         for account in &settings.accounts {
+            let prefix = format!("{}/", account.name);
+            for (name, lane) in self.lanes.iter_mut() {
+                if name.starts_with(&prefix) {
+                    let mailbox = lane.settings.label.clone();
+                    lane.reconfigure(account.for_mailbox(name, &mailbox));
+                }
+            }
             match self.lanes.get_mut(&account.name) {
                 Some(lane) => lane.reconfigure(account.clone()),
                 None => {
@@ -324,7 +340,17 @@ impl<C: Courier> Scheduler<C> {
             }
         }
         for name in probe {
+            let prefix = format!("{name}/");
+            let senders: Vec<String> = self
+                .lanes
+                .keys()
+                .filter(|n| n.starts_with(&prefix))
+                .cloned()
+                .collect();
             self.probe_now(name);
+            for lane in senders {
+                self.probe_now(&lane);
+            }
         }
         self.ctx = std::sync::Arc::new(super::attempt::Ctx::new(
             self.ctx.spool.clone(),

@@ -115,6 +115,8 @@ struct Meta {
     pending: usize,
     /// Its account.
     account: String,
+    /// Its lane: the account, or `ACCOUNT/mailbox` for an account that logs in as each sender.
+    lane: String,
     /// When it is due, while it waits in a lane (or among the orphans).
     due: Option<Instant>,
 }
@@ -185,7 +187,7 @@ pub async fn run<C: Courier>(
         if q.held {
             s.held.insert(q.id);
         } else {
-            s.schedule(q.id, q.next_attempt, q.pending, q.account);
+            s.schedule_new(q);
         }
     }
     s.report_orphans();
@@ -194,7 +196,7 @@ pub async fn run<C: Courier>(
         let wake = s.next_wake();
         tokio::select! {
             _ = cancel.cancelled() => break,
-            Some(q) = committed.recv() => s.schedule(q.id, q.next_attempt, q.pending, q.account),
+            Some(q) = committed.recv() => s.schedule_new(q),
             Some(cmd) = commands.recv() => s.command(cmd),
             Some(done) = s.running.join_next_with_id(), if !s.running.is_empty() => s.handle(done).await,
             _ = sleep_until(wake), if wake.is_some() => {}
@@ -250,67 +252,6 @@ impl Clock {
 }
 
 impl<C: Courier> Scheduler<C> {
-    /// Puts a message in its account's lane, due at `at` (among the orphans if the account is
-    /// not configured).
-    fn schedule(&mut self, id: QueueId, at: SystemTime, pending: usize, account: String) {
-        let due = self.ctx.clock.instant_of(at);
-        match self.lanes.get_mut(&account) {
-            Some(lane) => {
-                lane.due.insert((due, id));
-            }
-            None => {
-                self.orphans
-                    .entry(account.clone())
-                    .or_default()
-                    .insert((due, id));
-            }
-        }
-        self.meta.insert(
-            id,
-            Meta {
-                pending,
-                account,
-                due: Some(due),
-            },
-        );
-    }
-
-    /// Takes a waiting message out of its lane (it stays known, e.g. while it is attempted).
-    fn unschedule(&mut self, id: QueueId) {
-        let Some(meta) = self.meta.get_mut(&id) else {
-            return;
-        };
-        if let Some(due) = meta.due.take() {
-            let entry = (due, id);
-            match self.lanes.get_mut(&meta.account) {
-                Some(lane) => {
-                    lane.due.remove(&entry);
-                }
-                None => {
-                    if let Some(set) = self.orphans.get_mut(&meta.account) {
-                        set.remove(&entry);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Makes these waiting messages due now.
-    fn bring_forward(&mut self, ids: impl IntoIterator<Item = QueueId>) {
-        let now = Instant::now();
-        for id in ids {
-            let Some(meta) = self.meta.get(&id) else {
-                continue;
-            };
-            if meta.due.is_none() {
-                continue;
-            }
-            let (pending, account) = (meta.pending, meta.account.clone());
-            self.unschedule(id);
-            self.schedule(id, self.ctx.clock.at(now), pending, account);
-        }
-    }
-
     /// Probes the pause of `account` now (the operator asked, or its credentials changed):
     /// its message due first is the probe.
     fn probe_now(&mut self, account: &str) {
@@ -394,15 +335,15 @@ impl<C: Courier> Scheduler<C> {
         let Some(meta) = self.meta.get(&id) else {
             return;
         };
-        let (cost, account) = (meta.pending, meta.account.clone());
+        let (cost, own) = (meta.pending, meta.lane.clone());
         let Some(lane) = self.lanes.get_mut(via) else {
             return;
         };
         lane.running += 1;
         let plan = lane.pause.plan(&self.ctx.clock);
         let route = Route {
-            via: (via != account).then(|| via.to_owned()),
-            account,
+            via: (via != own).then(|| via.to_owned()),
+            account: own,
         };
         let ctx = self.ctx.clone();
         let task = self.running.spawn(attempt::run(ctx, id, route, plan));
@@ -477,10 +418,10 @@ impl<C: Courier> Scheduler<C> {
             Err(e) => return self.attempt_died(id, cost, &via, &e),
         };
         self.panics.remove(&id);
-        let account = self
+        let own = self
             .meta
             .get(&id)
-            .map_or_else(|| via.clone(), |m| m.account.clone());
+            .map_or_else(|| via.clone(), |m| m.lane.clone());
         if let Some(lane) = self.lanes.get_mut(&via)
             && report.reached_upstream
             && lane.pause.resume()
@@ -493,8 +434,9 @@ impl<C: Courier> Scheduler<C> {
         match report.next {
             Next::Done => {
                 self.meta.remove(&id);
+                self.drop_idle_sender_lanes();
             }
-            Next::At { at, pending } => self.schedule(id, at, pending, account),
+            Next::At { at, pending } => self.reschedule(id, at, pending),
             Next::Pause { at, pending, pause } => {
                 if let Some(lane) = self.lanes.get_mut(&via) {
                     lane.put_off.insert(id);
@@ -510,11 +452,11 @@ impl<C: Courier> Scheduler<C> {
                 }
                 // An account whose mail has a failover account does not make it wait for the
                 // pause: it is due now, for the failover account (or the probe).
-                let due = match self.lanes.get(&account) {
+                let due = match self.lanes.get(&own) {
                     Some(owner) if owner.wants_failover() => self.ctx.clock.now(),
                     _ => at,
                 };
-                self.schedule(id, due, pending, account);
+                self.reschedule(id, due, pending);
             }
         }
     }
@@ -546,11 +488,7 @@ impl<C: Courier> Scheduler<C> {
         *panics += 1;
         let at = self.ctx.clock.now() + self.ctx.policy.delay(*panics, fastrand::f64());
         events::attempt_crashed(&id.to_string(), &e.to_string(), at);
-        let account = self
-            .meta
-            .get(&id)
-            .map_or_else(|| via.to_owned(), |m| m.account.clone());
-        self.schedule(id, at, cost, account);
+        self.reschedule(id, at, cost);
     }
 
     /// Says, once per account, that mail waits for an account that is not configured.

@@ -150,6 +150,7 @@ impl Spool {
             pending,
             held: false,
             account,
+            sender: summary.envelope.sender.clone(),
         })
     }
 
@@ -218,5 +219,6 @@ fn queued(summary: &Summary) -> QueuedMessage {
         pending: summary.state.pending().count(),
         held: summary.state.held,
         account: summary.state.account(&summary.envelope).to_owned(),
+        sender: summary.envelope.sender.clone(),
     }
 }

@@ -83,6 +83,8 @@ pub struct QueuedMessage {
     pub held: bool,
     /// The account it goes through.
     pub account: String,
+    /// Its envelope sender (an account that logs in as each sender needs it); empty for `<>`.
+    pub sender: String,
 }
 
 impl Message {
@@ -309,6 +311,7 @@ impl Spool {
                 .account
                 .clone()
                 .unwrap_or_else(|| crate::config::DEFAULT_ACCOUNT.to_owned()),
+            sender: envelope.sender.clone(),
         });
         Ok(())
     }

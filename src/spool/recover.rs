@@ -112,6 +112,7 @@ fn check(spool: &Spool, id: QueueId, has_state: bool) -> Result<QueuedMessage, S
         pending,
         held,
         account,
+        sender: envelope.sender.clone(),
     })
 }
 

@@ -6,6 +6,7 @@
 pub mod certs;
 pub mod dialog;
 pub mod logs;
+pub mod service_key;
 pub mod token;
 pub mod upstream;
 

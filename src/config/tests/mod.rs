@@ -5,6 +5,7 @@ use std::time::Duration;
 use super::*;
 
 mod accounts;
+mod service_account;
 use crate::secret::SecretSource;
 
 fn env(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {

@@ -82,6 +82,23 @@ fn account(
         None => global_rewrite,
     };
     let upstream = upstream(raw, base, name, section)?;
+    if upstream.impersonate_sender {
+        if name == DEFAULT_ACCOUNT {
+            return invalid(
+                &key("impersonate_sender"),
+                "cannot be set on the default account, which also carries the null sender and \
+                 every sender no account claims; put the service account that logs in as each \
+                 sender in [accounts.NAME] with its senders (e.g. [\"@example.com\"])",
+            );
+        }
+        if senders.is_empty() || senders.contains(&SenderPattern::Any) {
+            return invalid(
+                &key("senders"),
+                "must name the addresses or @domains whose senders log in as themselves \
+                 (impersonate_sender = true); * is not allowed there",
+            );
+        }
+    }
     if upstream.username.is_empty() && (rewrite.envelope_from || rewrite.header_from) {
         return invalid(
             &key("username"),

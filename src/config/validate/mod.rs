@@ -6,6 +6,7 @@ mod accounts;
 mod delivery;
 mod listen;
 mod upstream;
+pub(crate) use upstream::check_endpoint;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -60,12 +60,41 @@ pub(super) fn upstream(
         raw.auth
             .clone()
             .or_else(|| Some(super::defaults::text("upstream.auth"))),
-        &["password", "xoauth2", "none"],
+        &["password", "xoauth2", "none", "service-account"],
         "",
     )?;
-    let username = match raw.username.map(|u| u.trim().to_owned()) {
+    let impersonate_sender = raw.impersonate_sender.unwrap_or(false);
+    if impersonate_sender && auth_name != "service-account" {
+        return invalid(
+            &key("impersonate_sender"),
+            format!(
+                "needs {} = \"service-account\": only a service account with domain-wide \
+                 delegation can log in as each sender",
+                key("auth")
+            ),
+        );
+    }
+    let subject = raw
+        .service_account
+        .as_ref()
+        .and_then(|sa| sa.subject.clone())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty());
+    let username = match raw.username.clone().map(|u| u.trim().to_owned()) {
         Some(u) if !u.is_empty() => u,
         _ if auth_name == "none" => String::new(),
+        _ if auth_name == "service-account" && subject.is_some() => {
+            subject.clone().unwrap_or_default()
+        }
+        _ if impersonate_sender => String::new(),
+        _ if auth_name == "service-account" => {
+            return invalid(
+                &key("service_account.subject"),
+                "is missing; set it to the mailbox the service account acts as (or set \
+                 impersonate_sender = true in an [accounts.NAME] so that each sender logs in as \
+                 itself)",
+            );
+        }
         _ => {
             return invalid(
                 &key("username"),
@@ -109,7 +138,57 @@ pub(super) fn upstream(
             }
             AuthConfig::None
         }
+        "service-account" => {
+            no_password(&format!(
+                "{} = \"service-account\" logs in with the service account's tokens",
+                key("auth")
+            ))?;
+            if raw.oauth2.is_some() {
+                return invalid(
+                    &key("oauth2"),
+                    "is set, but a service account needs no OAuth client; remove it",
+                );
+            }
+            let Some(sa) = raw.service_account.clone() else {
+                return invalid(
+                    &key("service_account"),
+                    format!(
+                        "is missing; {} = \"service-account\" needs [{}] with key_file",
+                        key("auth"),
+                        key("service_account")
+                    ),
+                );
+            };
+            if let (Some(subject), false) = (&subject, impersonate_sender)
+                && !subject.contains('@')
+            {
+                return invalid(
+                    &key("service_account.subject"),
+                    format!("{subject:?} is not a mailbox address"),
+                );
+            }
+            if subject.is_some() && username != subject.clone().unwrap_or_default() {
+                return invalid(
+                    &key("service_account.subject"),
+                    format!(
+                        "names another mailbox than {} ({username:?}); set only one of them",
+                        key("username")
+                    ),
+                );
+            }
+            AuthConfig::ServiceAccount(service_account(sa, base, &key("service_account"))?)
+        }
         _ => {
+            if raw.service_account.is_some() {
+                return invalid(
+                    &key("auth"),
+                    format!(
+                        "is \"password\" but [{}] is set; set {} = \"service-account\" to use it",
+                        key("service_account"),
+                        key("auth")
+                    ),
+                );
+            }
             if raw.oauth2.is_some() {
                 return invalid(
                     &key("auth"),
@@ -154,6 +233,7 @@ pub(super) fn upstream(
         port,
         tls,
         username,
+        impersonate_sender,
         auth,
         ca_file,
         helo_name,
@@ -168,6 +248,51 @@ pub(super) fn upstream(
         idle_timeout: duration("upstream.idle_timeout", raw.idle_timeout)
             .map_err(|(_, m)| (key("idle_timeout"), m))?,
     })
+}
+
+/// A `service_account` table (`section` is e.g. `upstream.service_account`).
+fn service_account(
+    raw: crate::config::raw::RawServiceAccount,
+    base: &Path,
+    section: &str,
+) -> Result<crate::config::ServiceAccountConfig> {
+    let key = |k: &str| format!("{section}.{k}");
+    let key_file = match raw.key_file.map(|f| f.trim().to_owned()) {
+        Some(f) if !f.is_empty() => resolve(base, &f),
+        _ => {
+            return invalid(
+                &key("key_file"),
+                "is missing; give the JSON key file of the service account (Google Cloud: IAM \
+                 → Service accounts → Keys → Add key → JSON)",
+            );
+        }
+    };
+    let token_url = match raw.token_url {
+        None => None,
+        Some(url) => {
+            check_endpoint(&url).or_else(|why| invalid(&key("token_url"), why))?;
+            Some(url)
+        }
+    };
+    Ok(crate::config::ServiceAccountConfig {
+        key_file,
+        token_url,
+        section: section.to_owned(),
+    })
+}
+
+/// A Google endpoint URL (token, consent): https, or plain http on loopback only (the fakes
+/// tests point it at), since it carries secrets.
+pub(crate) fn check_endpoint(url: &str) -> std::result::Result<(), String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    let local = matches!(parsed.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    if parsed.scheme() == "https" || (parsed.scheme() == "http" && local) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{url:?} must be https:// (http:// only on loopback)"
+        ))
+    }
 }
 
 /// The app password, from exactly one of `password` and `password_file`.
@@ -253,15 +378,7 @@ fn oauth2_config(raw: RawOAuth2, base: &Path, section: &str) -> Result<OAuth2Con
     };
     let endpoint = |name: &str, value: Option<String>| -> Result<String> {
         let url = text(&format!("upstream.oauth2.{name}"), value);
-        let parsed = url::Url::parse(&url)
-            .or_else(|e| invalid(&key(name), format!("{url:?} is not a URL: {e}")))?;
-        let local = matches!(parsed.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
-        if parsed.scheme() != "https" && !(parsed.scheme() == "http" && local) {
-            return invalid(
-                &key(name),
-                format!("{url:?} must be https:// (http:// only on loopback)"),
-            );
-        }
+        check_endpoint(&url).or_else(|why| invalid(&key(name), why))?;
         Ok(url)
     };
     Ok(OAuth2Config {

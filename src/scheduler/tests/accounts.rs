@@ -211,3 +211,85 @@ async fn mail_for_an_account_that_went_away_waits_and_is_never_rerouted() {
     assert!(h.handle.status().await.unwrap().missing.is_empty());
     h.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn each_sender_of_a_per_sender_account_has_its_own_lane_pause_and_budget() {
+    let t = now();
+    let domain = AccountSettings {
+        per_sender: true,
+        max_per_minute: Some(1),
+        ..account("domain", 2, None)
+    };
+    let messages: Vec<(&str, Option<&str>, &[&str], SystemTime)> = vec![
+        ("Scanner@Example.com", Some("domain"), &["a@x.test"], t),
+        ("printer@example.com", Some("domain"), &["b@x.test"], t),
+        ("scanner@example.com", Some("domain"), &["c@x.test"], t),
+        ("", Some("domain"), &["d@x.test"], t),
+    ];
+    let h = start_from(
+        &messages,
+        vec![account("default", 1, None), domain],
+        false,
+        Duration::ZERO,
+    )
+    .await;
+    // Gmail refuses the printer's login: only its lane pauses.
+    h.courier.then_for(
+        "domain/printer@example.com",
+        Answer::Pause(PauseKind::Credentials),
+    );
+    h.settle().await;
+    let mut calls = h.courier.accounts();
+    calls.sort();
+    assert_eq!(
+        calls,
+        [
+            "domain",
+            "domain/printer@example.com",
+            "domain/scanner@example.com"
+        ],
+        "each sender through its own mailbox (case folded), the null sender through the \
+         account; one message a minute per mailbox"
+    );
+    let status = h.handle.status().await.unwrap();
+    let lane = |name: &str| {
+        status
+            .accounts
+            .iter()
+            .find(|a| a.name == name)
+            .unwrap_or_else(|| panic!("no lane {name}: {:?}", status.accounts))
+    };
+    assert_eq!(
+        lane("domain/printer@example.com")
+            .pause
+            .as_ref()
+            .unwrap()
+            .cause,
+        "credentials"
+    );
+    assert_eq!(
+        lane("domain/printer@example.com").label,
+        "printer@example.com"
+    );
+    assert!(lane("domain/scanner@example.com").pause.is_none());
+    assert_eq!(
+        lane("domain/scanner@example.com").scheduled,
+        1,
+        "its budget: 1 a minute"
+    );
+    assert!(lane("domain").pause.is_none());
+
+    // A minute on, the scanner's second message goes and its lane, idle, is dropped; the
+    // printer's probe gets through too.
+    tokio::time::sleep(MIN * 2).await;
+    h.settle().await;
+    assert_eq!(h.courier.calls(), 5);
+    let status = h.handle.status().await.unwrap();
+    let names: Vec<&str> = status.accounts.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["default", "domain"],
+        "idle mailbox lanes are dropped"
+    );
+    h.stop().await;
+}

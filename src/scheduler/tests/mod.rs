@@ -131,6 +131,7 @@ fn account(name: &str, concurrency: usize, per_minute: Option<u32>) -> AccountSe
         max_per_day: None,
         failover: vec![],
         rewrite: Default::default(),
+        per_sender: false,
     }
 }
 
@@ -166,15 +167,29 @@ async fn start(
     hold: bool,
     delay: Duration,
 ) -> Harness {
+    let from: Vec<_> = messages
+        .iter()
+        .map(|&(account, rcpts, at)| ("app@example.com", account, rcpts, at))
+        .collect();
+    start_from(&from, accounts, hold, delay).await
+}
+
+/// Like [`start`], each message with its own envelope sender.
+async fn start_from(
+    messages: &[(&str, Option<&str>, &[&str], SystemTime)],
+    accounts: Vec<AccountSettings>,
+    hold: bool,
+    delay: Duration,
+) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let Opened {
         spool,
         recovered,
         committed,
     } = Spool::open(dir.path()).unwrap();
-    for (account, rcpts, received_at) in messages {
+    for (sender, account, rcpts, received_at) in messages {
         let envelope = Envelope {
-            sender: "app@example.com".into(),
+            sender: sender.to_string(),
             recipients: rcpts.iter().map(|r| r.to_string()).collect(),
             received_at: *received_at,
             client: "127.0.0.1".parse().unwrap(),

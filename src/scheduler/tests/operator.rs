@@ -60,6 +60,7 @@ async fn a_withdrawn_message_is_not_attempted_until_added_again() {
         pending: 1,
         held: false,
         account: "default".into(),
+        sender: "app@example.com".into(),
     });
     h.settle().await;
     assert_eq!(h.courier.calls(), 1, "released and attempted");
