@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh - measure gmail-relay (and optionally Postfix) with the shared harness.
 #
-#   bench/run.sh [--quick] [--runs N] [--postfix] [--only LIST]
+#   bench/run.sh [--quick] [--runs N] [--postfix] [--only LIST] [--no-chunking] [--cold]
 #
 # Builds the release binary, then runs ../shared/bench/run.sh (override with BENCH_HARNESS)
 # against gmail-relay through the harness's generic adapter, and with --postfix against Postfix
@@ -15,18 +15,26 @@
 # certificate for localhost/127.0.0.1 with CA:FALSE; Postfix, when measured, uses it too.
 # Needs what the harness needs (smtp-source from Debian's postfix package, python3-aiosmtpd),
 # installed if missing, and openssl.
+#
+# --no-chunking starts upstream.py without CHUNKING (the relay then pipelines MAIL/RCPT/DATA and
+# sends the message after the 354: two round trips), labelled gmail-relay-nochunking.
+# --cold adds the cold-start row (bench/cold-start.py): the first message through a freshly
+# started relay at 20 ms per reply, TCP + TLS + EHLO + AUTH + message, in round trips.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
 harness=${BENCH_HARNESS:-$repo/../shared/bench}
 [[ -x $harness/run.sh ]] || { echo "bench/run.sh: no harness at $harness (set BENCH_HARNESS)" >&2; exit 2; }
 
-args=() postfix=0
+args=() postfix=0 upargs=() label=gmail-relay cold=0 runs=3
 while (($#)); do
   case $1 in
     --postfix) postfix=1; shift ;;
+    --no-chunking) upargs+=(--no-chunking); label=gmail-relay-nochunking; shift ;;
+    --cold) cold=1; shift ;;
+    --runs) args+=("$1" "$2"); runs=$2; shift 2 ;;
     --quick) args+=(--quick); shift ;;
-    --runs|--only) args+=("$1" "$2"); shift 2 ;;
+    --only) args+=("$1" "$2"); shift 2 ;;
     *) echo "bench/run.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -56,7 +64,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
   -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
   -addext "basicConstraints=critical,CA:FALSE" >/dev/null 2>&1
 "$uppy" "$harness/upstream.py" --state-dir "$updir" --starttls-port 2587 --tls-port 2465 \
-  --user bench --password bench-secret >"$updir/out.log" 2>&1 &
+  --user bench --password bench-secret "${upargs[@]}" >"$updir/out.log" 2>&1 &
 uppid=$!
 trap 'kill "$uppid" 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do [[ -s $updir/ready ]] && break; sleep 0.1; done
@@ -68,12 +76,22 @@ export TARGET_START_INTAKE="exec '$here/start-target.sh' intake"
 export TARGET_START_RELAY="exec '$here/start-target.sh' relay"
 export TARGET_VERSION="'$GMAIL_RELAY_BIN' --version"
 export TARGET_QUEUE_COUNT='find "$TARGET_SPOOL/queue" -name "*.msg" 2>/dev/null | wc -l'
-(cd "$harness" && ./run.sh "${args[@]}" --label gmail-relay --out "$out/gmail-relay" ./targets/command.sh)
+(cd "$harness" && ./run.sh "${args[@]}" --label "$label" --out "$out/$label" ./targets/command.sh)
 
-reports=("$out/gmail-relay/results.jsonl")
+reports=("$out/$label/results.jsonl")
 if ((postfix)); then
   (cd "$harness" && ./run.sh "${args[@]}" --label postfix --out "$out/postfix" ./postfix.sh)
   reports+=("$out/postfix/results.jsonl")
 fi
 python3 "$harness/bench.py" report "${reports[@]}" --md "$out/table.md"
+if ((cold)); then
+  colddir=$out/cold
+  mkdir -p "$colddir"
+  start="rm -rf '$colddir/spool'; TARGET_STATE='$colddir' TARGET_SPOOL='$colddir/spool' \
+    UPSTREAM_HOST=127.0.0.1 UPSTREAM_PORT=2587 UPSTREAM_USER=bench UPSTREAM_PASS=bench-secret \
+    UPSTREAM_CA='$updir/cert.pem' exec '$here/start-target.sh' relay 2>'$colddir/relay.log'"
+  TARGET_LISTEN=$TARGET_LISTEN python3 "$here/cold-start.py" --harness "$harness" \
+    --upstream-dir "$updir" --listen "$TARGET_LISTEN" --start-cmd "$start" --runs "$runs" \
+    --label "$label" --json "$out/cold.jsonl" | tee -a "$out/table.md"
+fi
 echo "bench/run.sh: results in ${out#"$repo"/}" >&2

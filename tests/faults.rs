@@ -160,7 +160,7 @@ async fn gmails_daily_limit_pauses_everything_without_bouncing() {
     send_one(&relay).await;
     // Wait for the refusal, then queue a second message: it must wait out the quota pause.
     let deadline = tokio::time::Instant::now() + WAIT;
-    while up.count("DATA") == 0 {
+    while up.message_attempts() == 0 {
         assert!(tokio::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -298,14 +298,34 @@ async fn bounces_can_go_to_the_postmaster_or_nowhere() {
 
 #[tokio::test]
 async fn a_connection_dropped_in_the_middle_of_data_is_resent_and_delivered_once() {
+    // Without CHUNKING: DATA, pipelined after the RCPTs.
     let script = Script {
         drop_in_data: 1,
+        no_chunking: true,
         ..Script::default()
     };
     let (up, mut relay) = start(Mode::StartTls, script).await;
     send_one(&relay).await;
     delivered_once(&up, &mut relay).await;
     assert_eq!(up.count("DATA"), 2);
+}
+
+#[tokio::test]
+async fn a_connection_dropped_between_bdat_and_its_reply_is_resent_and_delivered_once() {
+    let script = Script {
+        drop_before_data_reply: 1,
+        ..Script::default()
+    };
+    let (up, mut relay) = start(Mode::StartTls, script).await;
+    send_one(&relay).await;
+    delivered_once(&up, &mut relay).await;
+    assert_eq!(
+        up.message_attempts(),
+        2,
+        "sent whole twice: once lost, once taken"
+    );
+    assert_eq!(up.count("DATA"), 0, "as BDAT");
+    assert_eq!(up.record(|r| r.connections), 2);
 }
 
 #[tokio::test]
@@ -354,9 +374,9 @@ async fn a_message_over_the_upstream_size_fails_at_once_without_being_sent() {
     let text = String::from_utf8_lossy(&got[0].data).to_string();
     assert!(text.contains("EHLO SIZE"), "{text}");
     assert_eq!(
-        up.count("DATA"),
+        up.message_attempts(),
         1,
-        "only the DSN's DATA: the big one was never sent"
+        "only the DSN was sent: the big one never was"
     );
     relay.stop().await;
 }

@@ -40,6 +40,7 @@ pub const TABLE: &[(&str, &str)] = &[
     ("upstream.auth", r#""password""#),
     ("upstream.max_connections", "2"),
     ("upstream.max_recipients_per_message", "100"),
+    ("upstream.pipelining", "true"),
     ("upstream.timeout", r#""60s""#),
     ("upstream.idle_timeout", r#""4m""#),
     ("upstream.oauth2.refresh_before", r#""5m""#),

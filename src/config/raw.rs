@@ -117,6 +117,7 @@ pub(super) struct RawUpstream {
     pub helo_name: Option<String>,
     pub max_connections: Option<u64>,
     pub max_recipients_per_message: Option<u64>,
+    pub pipelining: Option<bool>,
     pub timeout: Option<String>,
     pub idle_timeout: Option<String>,
 }
@@ -216,6 +217,7 @@ impl RawUpstream {
             max_recipients_per_message: self
                 .max_recipients_per_message
                 .or(base.max_recipients_per_message),
+            pipelining: self.pipelining.or(base.pipelining),
             timeout: self.timeout.or(base.timeout),
             idle_timeout: self.idle_timeout.or(base.idle_timeout),
             ..self

@@ -130,6 +130,7 @@ pub fn tests_upstream() -> UpstreamConfig {
         helo_name: "relay.test".into(),
         max_connections: 2,
         max_recipients_per_message: 100,
+        pipelining: true,
         timeout: Duration::from_secs(60),
         idle_timeout: Duration::from_secs(240),
     }
@@ -325,6 +326,9 @@ pub struct UpstreamConfig {
     pub max_connections: usize,
     /// Most recipients in one upstream transaction (Gmail: 100); more go in several.
     pub max_recipients_per_message: usize,
+    /// Use the upstream's PIPELINING and CHUNKING when it offers them (one round trip per
+    /// message); off only for a server that advertises them and misbehaves.
+    pub pipelining: bool,
     /// Longest wait for any one reply from the upstream.
     pub timeout: Duration,
     /// An authenticated connection unused for this long is closed.

@@ -289,6 +289,13 @@ impl Client {
     /// Sends the message after a 354: dot-stuffed, ending with `CRLF.CRLF`, and reads the
     /// reply within `limit` (a large message may take longer than one timeout).
     pub async fn data(&mut self, body: &[u8], limit: Duration) -> Result<Reply, Failure> {
+        self.write_dot_stuffed(body).await?;
+        positive(self.read_reply_within(limit).await?)
+    }
+
+    /// Writes the message as DATA carries it: dot-stuffed, ending with `CRLF.CRLF`, in pieces
+    /// of [`WRITE_CHUNK`] (the whole message is never copied).
+    pub async fn write_dot_stuffed(&mut self, body: &[u8]) -> Result<(), Failure> {
         let mut chunk = Vec::with_capacity(WRITE_CHUNK.min(body.len() + 64) + 16);
         let mut at_line_start = true;
         for piece in body.split_inclusive(|&b| b == b'\n') {
@@ -306,8 +313,7 @@ impl Client {
             chunk.extend_from_slice(b"\r\n");
         }
         chunk.extend_from_slice(b".\r\n");
-        self.write(&chunk).await?;
-        positive(self.read_reply_within(limit).await?)
+        self.write(&chunk).await
     }
 
     /// Upgrades the connection with a TLS handshake (after the server's 220 to STARTTLS).

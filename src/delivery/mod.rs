@@ -301,7 +301,10 @@ impl Upstream {
         msg: &Outgoing<'_>,
         batch: &[String],
     ) -> Result<(Vec<Option<RecipientOutcome>>, Option<Pause>), Pause> {
-        let timeout = self.current().setup.cfg.timeout;
+        let (timeout, pipelining) = {
+            let cfg = &self.current().setup.cfg;
+            (cfg.timeout, cfg.pipelining)
+        };
         let mut conn = match self.inner.pool.take(|e| self.usable(e)) {
             Some(conn) => {
                 self.inner.metrics.transaction(self.name(), true);
@@ -334,7 +337,7 @@ impl Upstream {
                 declare_size: conn.caps.size().is_some(),
                 ..*msg
             };
-            match transaction::send(&mut conn, &outgoing, batch, timeout).await {
+            match transaction::send(&mut conn, &outgoing, batch, timeout, pipelining).await {
                 TxResult::Done {
                     outcomes,
                     reusable,

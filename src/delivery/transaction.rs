@@ -1,9 +1,20 @@
-//! One mail transaction on an open connection: MAIL, one RCPT per recipient, DATA.
+//! One mail transaction on an open connection: MAIL, one RCPT per recipient, the message.
 //!
 //! Every recipient gets its own outcome: a 550 for one does not stop the others, and only the
-//! accepted ones get the DATA. Each reply is classified (see `classify`): a pause class ends
-//! the transaction with every recipient deferred and the pause reported; a `452` saying the
-//! transaction has no room for more recipients leaves the rest for another transaction.
+//! accepted ones get the message. Each reply is classified (see `classify`): a pause class ends
+//! the transaction with the recipients it concerns deferred and the pause reported; a `452`
+//! saying the transaction has no room for more recipients leaves the rest for another
+//! transaction.
+//!
+//! When the server offers PIPELINING (RFC 2920; Gmail does) and `upstream.pipelining` is on,
+//! MAIL, every RCPT and the message go out before any reply is read: with CHUNKING (RFC 3030)
+//! the message is `BDAT <n> LAST` and its exact bytes (in [`CHUNK`]-sized pieces, only the
+//! last `LAST`, for a large one), so the whole transaction is one round trip; without it,
+//! `DATA` ends the batch and the dot-stuffed message follows the 354 (two round trips). The
+//! replies are then read in order, one per command, and settle the recipients exactly as in
+//! the step-by-step transaction. Whatever the server answers to the message after refusing
+//! MAIL or every RCPT settles nothing new (the server must still read BDAT chunks, RFC 3030
+//! §2). Otherwise one command at a time: MAIL, each RCPT, DATA, the message.
 
 use std::time::Duration;
 
@@ -70,12 +81,21 @@ fn settle(
         .collect()
 }
 
-/// Sends `msg` to `recipients` on `conn`.
+/// Message bytes per BDAT command: a large message goes in several, from the queued bytes
+/// (never copied whole).
+pub const CHUNK: usize = 1 << 20;
+
+/// A message up to this size is written together with the commands, in one write.
+const INLINE: usize = 64 * 1024;
+
+/// Sends `msg` to `recipients` on `conn`, pipelined when the server offers it and `pipelining`
+/// allows.
 pub async fn send(
     conn: &mut Conn,
     msg: &Outgoing<'_>,
     recipients: &[String],
     timeout: Duration,
+    pipelining: bool,
 ) -> TxResult {
     let none = || vec![None; recipients.len()];
     if !safe(msg.sender) {
@@ -108,6 +128,21 @@ pub async fn send(
     }
     if msg.declare_size {
         mail.push_str(&format!(" SIZE={}", msg.body.len()));
+    }
+    // The upload of a large message may take longer than one reply's timeout.
+    let data_limit = timeout + Duration::from_secs(msg.body.len() as u64 / (32 * 1024));
+    if pipelining && caps.has("PIPELINING") {
+        let chunking = caps.has("CHUNKING");
+        let body = msg.body;
+        return pipelined(
+            &mut conn.client,
+            &mail,
+            body,
+            recipients,
+            data_limit,
+            chunking,
+        )
+        .await;
     }
 
     let conn = &mut conn.client;
@@ -156,8 +191,6 @@ pub async fn send(
     if let Err(failure) = conn.command("DATA").await {
         return refused(conn, with_later(outcomes, later), &failure, Stage::Data).await;
     }
-    // The upload of a large message may take longer than one reply's timeout.
-    let data_limit = timeout + Duration::from_secs(msg.body.len() as u64 / (32 * 1024));
     match conn.data(msg.body, data_limit).await {
         Ok(reply) => {
             let text = reply.describe();
@@ -196,6 +229,209 @@ pub async fn send(
                 }
             }
         },
+    }
+}
+
+/// The pipelined transaction (see the module header).
+async fn pipelined(
+    conn: &mut Client,
+    mail: &str,
+    body: &[u8],
+    recipients: &[String],
+    data_limit: Duration,
+    chunking: bool,
+) -> TxResult {
+    let mut outcomes: Vec<Option<RecipientOutcome>> = vec![None; recipients.len()];
+    let mut sent = Vec::with_capacity(recipients.len());
+    for (i, rcpt) in recipients.iter().enumerate() {
+        if safe(rcpt) {
+            sent.push(i);
+        } else {
+            outcomes[i] = Some(RecipientOutcome::Failed(
+                "invalid recipient address in the queue file".into(),
+            ));
+        }
+    }
+    if sent.is_empty() {
+        return TxResult::Done {
+            outcomes,
+            reusable: true,
+            pause: None,
+        };
+    }
+
+    // The batch: MAIL, the RCPTs, then BDAT and the message, or DATA.
+    let mut batch = Vec::with_capacity(256 + 64 * sent.len() + body.len().min(INLINE));
+    let line = |batch: &mut Vec<u8>, text: &str| {
+        batch.extend_from_slice(text.as_bytes());
+        batch.extend_from_slice(b"\r\n");
+    };
+    line(&mut batch, mail);
+    for &i in &sent {
+        line(&mut batch, &format!("RCPT TO:<{}>", recipients[i]));
+    }
+    let chunks: Vec<&[u8]> = if !chunking {
+        line(&mut batch, "DATA");
+        Vec::new()
+    } else if body.is_empty() {
+        vec![body]
+    } else {
+        body.chunks(CHUNK).collect()
+    };
+    let written = async {
+        for (n, chunk) in chunks.iter().enumerate() {
+            let last = if n + 1 == chunks.len() { " LAST" } else { "" };
+            line(&mut batch, &format!("BDAT {}{last}", chunk.len()));
+            if chunk.len() <= INLINE {
+                batch.extend_from_slice(chunk);
+            } else {
+                conn.write(&batch).await?;
+                batch.clear();
+                conn.write(chunk).await?;
+            }
+        }
+        if batch.is_empty() {
+            Ok(())
+        } else {
+            conn.write(&batch).await
+        }
+    };
+    if let Err(failure) = written.await {
+        return TxResult::Lost(failure.describe());
+    }
+
+    // The replies, in order: MAIL, each RCPT, then DATA or each BDAT.
+    let lost = |f: Failure| {
+        TxResult::Lost(format!(
+            "connection lost in a pipelined transaction: {}",
+            f.describe()
+        ))
+    };
+    let mail_reply = match conn.read_reply().await {
+        Ok(r) => r,
+        Err(f) => return lost(f),
+    };
+    let mut rcpt_replies = Vec::with_capacity(sent.len());
+    for _ in &sent {
+        match conn.read_reply().await {
+            Ok(r) => rcpt_replies.push(r),
+            Err(f) => return lost(f),
+        }
+    }
+    let mut accepted = Vec::new();
+    let mut pause = None;
+    if mail_reply.code < 400 {
+        for (&i, reply) in sent.iter().zip(&rcpt_replies) {
+            if reply.code < 400 {
+                accepted.push(i);
+                continue;
+            }
+            if too_many_recipients(reply.code, &reply.text(), accepted.len()) {
+                continue; // left for the next transaction
+            }
+            let failure = reply.failure();
+            match verdict(&failure, Stage::Rcpt) {
+                Verdict::Settle(outcome) => outcomes[i] = Some(outcome(failure.describe())),
+                Verdict::Pause(kind) => {
+                    let reason = failure.describe();
+                    outcomes[i] = Some(RecipientOutcome::Deferred(reason.clone()));
+                    pause.get_or_insert(Pause { kind, reason });
+                }
+                Verdict::Lost => return lost(failure),
+            }
+        }
+    }
+
+    // The reply that decides for the accepted recipients, and where it came.
+    let (message_reply, stage) = if chunking {
+        // One reply per chunk; the first refusal (or the last reply) decides.
+        let mut deciding = None;
+        for n in 0..chunks.len() {
+            let last = n + 1 == chunks.len();
+            let read = if last {
+                conn.read_reply_within(data_limit).await
+            } else {
+                conn.read_reply().await
+            };
+            // Once the message is sent whole, whether the server took it is unknown: sending
+            // again is the safe side (at-least-once).
+            let reply = match read {
+                Ok(r) => r,
+                Err(f) => return lost(f),
+            };
+            if deciding.is_none() && (reply.code >= 400 || last) {
+                deciding = Some(reply);
+            }
+        }
+        (deciding.expect("at least one chunk"), Stage::EndOfData)
+    } else {
+        let data_reply = match conn.read_reply().await {
+            Ok(r) => r,
+            Err(f) => return lost(f),
+        };
+        if data_reply.code != 354 {
+            (data_reply, Stage::Data)
+        } else {
+            // Invited with no recipient accepted (a lenient server): end the message empty.
+            let sent_body = if accepted.is_empty() {
+                conn.write(b".\r\n").await
+            } else {
+                conn.write_dot_stuffed(body).await
+            };
+            if let Err(f) = sent_body {
+                return lost(f);
+            }
+            match conn.read_reply_within(data_limit).await {
+                Ok(r) => (r, Stage::EndOfData),
+                Err(f) => return lost(f),
+            }
+        }
+    };
+
+    if mail_reply.code >= 400 {
+        // What followed a refused MAIL is its consequence; the MAIL reply decides.
+        return refused(conn, outcomes, &mail_reply.failure(), Stage::Mail).await;
+    }
+    if accepted.is_empty() {
+        // Every recipient was refused or left for later: the reply to the message settles
+        // nothing.
+        return abort(conn, outcomes, pause).await;
+    }
+    if message_reply.code < 400 {
+        let text = message_reply.describe();
+        for &i in &accepted {
+            outcomes[i] = Some(RecipientOutcome::Delivered(text.clone()));
+        }
+        return TxResult::Done {
+            outcomes,
+            reusable: true,
+            pause,
+        };
+    }
+    let failure = message_reply.failure();
+    let reason = failure.describe();
+    let outcome = match verdict(&failure, stage) {
+        Verdict::Lost => return lost(failure),
+        Verdict::Settle(outcome) => outcome,
+        Verdict::Pause(kind) => {
+            pause = Some(Pause {
+                kind,
+                reason: reason.clone(),
+            });
+            RecipientOutcome::Deferred
+        }
+    };
+    for &i in &accepted {
+        outcomes[i] = Some(outcome(reason.clone()));
+    }
+    // A refused DATA leaves the transaction open on the server: reset it.
+    if stage == Stage::Data {
+        return abort(conn, outcomes, pause).await;
+    }
+    TxResult::Done {
+        outcomes,
+        reusable: true,
+        pause,
     }
 }
 

@@ -73,6 +73,17 @@ pub struct Script {
     /// Take mail without AUTH, as Google Workspace's SMTP relay service does for a registered
     /// IP address (TLS is still required).
     pub relay_service: bool,
+    /// Do not advertise PIPELINING (which also means no CHUNKING use by the relay).
+    pub no_pipelining: bool,
+    /// Do not advertise CHUNKING (BDAT).
+    pub no_chunking: bool,
+    /// Each time the server sends its pending replies and waits for the client (one round
+    /// trip), it waits this long first: a distant server. Replies to a pipelined batch go out
+    /// together, after one delay.
+    pub reply_delay: Option<Duration>,
+    /// The next this many messages (DATA or BDAT LAST) are read whole, then the connection
+    /// drops before the reply: the relay cannot know whether they were taken.
+    pub drop_before_data_reply: usize,
 }
 
 impl Script {
@@ -103,6 +114,14 @@ pub struct Received {
     pub data: Vec<u8>,
     pub tls: bool,
     pub user: Option<String>,
+    /// Round trips the transaction took, from MAIL to the reply to the message: one more than
+    /// the times the server sent replies and had to wait for the client before the message
+    /// was whole.
+    pub round_trips: usize,
+    /// It came by BDAT (in this many chunks), not DATA.
+    pub bdat_chunks: usize,
+    /// When it was whole at the server.
+    pub at: std::time::Instant,
 }
 
 #[derive(Debug, Default)]
@@ -116,6 +135,8 @@ pub struct Record {
     pub commands: Vec<String>,
     /// Every XOAUTH2 bearer token presented, in order.
     pub tokens: Vec<String>,
+    /// Replies to the message refused with `bdat_error`s and the like: (command, reply).
+    pub refused_messages: Vec<String>,
 }
 
 pub struct FakeUpstream {
@@ -194,6 +215,18 @@ impl FakeUpstream {
 
     pub fn record<T>(&self, f: impl FnOnce(&Record) -> T) -> T {
         f(&self.state.record.lock().unwrap())
+    }
+
+    /// How many messages were sent whole to it (by DATA or by a final `BDAT ... LAST`),
+    /// taken or not.
+    pub fn message_attempts(&self) -> usize {
+        self.record(|r| {
+            r.commands
+                .iter()
+                .map(|c| c.to_ascii_uppercase())
+                .filter(|c| c == "DATA" || (c.starts_with("BDAT ") && c.ends_with(" LAST")))
+                .count()
+        })
     }
 
     /// How many commands starting with `verb` (e.g. "MAIL", "AUTH") it has seen.

@@ -244,6 +244,7 @@ pub(super) fn upstream(
             raw.max_recipients_per_message,
         )
         .map_err(|(_, m)| (key("max_recipients_per_message"), m))?,
+        pipelining: super::flag("upstream.pipelining", raw.pipelining),
         timeout: duration("upstream.timeout", raw.timeout).map_err(|(_, m)| (key("timeout"), m))?,
         idle_timeout: duration("upstream.idle_timeout", raw.idle_timeout)
             .map_err(|(_, m)| (key("idle_timeout"), m))?,

@@ -1,9 +1,16 @@
 //! One connection of the fake Gmail: the SMTP conversation, STARTTLS, AUTH PLAIN / LOGIN /
-//! XOAUTH2, and the scripted replies and faults.
+//! XOAUTH2, PIPELINING and CHUNKING (BDAT), and the scripted replies and faults.
+//!
+//! Replies are held until the server needs more input, then sent together (after
+//! `reply_delay`, if scripted): a pipelined batch is answered in one go, and each time the
+//! server has to wait for the client after answering counts as a round trip. With a delay,
+//! input that arrives within a moment of the last is taken as part of the same batch (a client
+//! that pipelines does not wait for replies).
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -64,9 +71,50 @@ impl AsyncWrite for Io {
 struct Conn {
     io: Io,
     buf: Vec<u8>,
+    /// Replies not sent yet.
+    out: Vec<u8>,
+    /// `Script::reply_delay`.
+    delay: Option<Duration>,
+    /// Times pending replies were sent before waiting for the client.
+    flushes: usize,
 }
 
+/// How long input may lag the previous input and still count as the same pipelined batch.
+const SAME_BATCH: Duration = Duration::from_millis(3);
+
 impl Conn {
+    /// Reads more input into `buf`; false at the end of the stream. Pending replies are sent
+    /// first, unless (with a delay) more input is already arriving.
+    async fn fill(&mut self) -> io::Result<bool> {
+        let mut chunk = vec![0u8; 65536];
+        if !self.out.is_empty()
+            && self.delay.is_some()
+            && let Ok(read) = tokio::time::timeout(SAME_BATCH, self.io.read(&mut chunk)).await
+        {
+            let n = read?;
+            self.buf.extend_from_slice(&chunk[..n]);
+            return Ok(n > 0);
+        }
+        self.flush().await?;
+        let n = self.io.read(&mut chunk).await?;
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(n > 0)
+    }
+
+    /// Sends the pending replies (after the scripted delay).
+    async fn flush(&mut self) -> io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        if let Some(delay) = self.delay {
+            tokio::time::sleep(delay).await;
+        }
+        self.flushes += 1;
+        let out = std::mem::take(&mut self.out);
+        self.io.write_all(&out).await?;
+        self.io.flush().await
+    }
+
     async fn line(&mut self) -> io::Result<Option<String>> {
         loop {
             if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
@@ -77,18 +125,25 @@ impl Conn {
                         .to_string(),
                 ));
             }
-            let mut chunk = [0u8; 8192];
-            let n = self.io.read(&mut chunk).await?;
-            if n == 0 {
+            if !self.fill().await? {
                 return Ok(None);
             }
-            self.buf.extend_from_slice(&chunk[..n]);
         }
     }
 
+    /// Exactly `n` bytes (a BDAT chunk); `None` if the stream ends first.
+    async fn exact(&mut self, n: usize) -> io::Result<Option<Vec<u8>>> {
+        while self.buf.len() < n {
+            if !self.fill().await? {
+                return Ok(None);
+            }
+        }
+        Ok(Some(self.buf.drain(..n).collect()))
+    }
+
     async fn reply(&mut self, text: &str) -> io::Result<()> {
-        self.io.write_all(format!("{text}\r\n").as_bytes()).await?;
-        self.io.flush().await
+        self.out.extend_from_slice(format!("{text}\r\n").as_bytes());
+        Ok(())
     }
 
     /// Reads DATA up to the terminating dot, undoing dot-stuffing.
@@ -96,12 +151,9 @@ impl Conn {
         let mut out = Vec::new();
         loop {
             let Some(pos) = self.buf.windows(2).position(|w| w == b"\r\n") else {
-                let mut chunk = [0u8; 65536];
-                let n = self.io.read(&mut chunk).await?;
-                if n == 0 {
+                if !self.fill().await? {
                     return Ok(None);
                 }
-                self.buf.extend_from_slice(&chunk[..n]);
                 continue;
             };
             let line: Vec<u8> = self.buf.drain(..pos + 2).collect();
@@ -131,11 +183,11 @@ pub(super) async fn serve(
     acceptor: TlsAcceptor,
     shared: &Shared,
 ) -> io::Result<()> {
-    let (stall, garbage, greeting) = {
+    let (stall, garbage) = {
         let mut script = shared.script.lock().unwrap();
         let stall = take(&mut script.stall);
         let garbage = mode == Mode::Implicit && take(&mut script.tls_garbage);
-        (stall, garbage, script.greetings.pop_front())
+        (stall, garbage)
     };
     if stall {
         // Hold the socket without a word until the client gives up.
@@ -151,11 +203,32 @@ pub(super) async fn serve(
         Mode::Implicit => Io::Tls(Box::new(acceptor.accept(tcp).await?)),
         Mode::StartTls => Io::Plain(tcp),
     };
+    let delay = shared.script.lock().unwrap().reply_delay;
     let mut c = Conn {
         io,
         buf: Vec::new(),
+        out: Vec::new(),
+        delay,
+        flushes: 0,
     };
+    let result = converse(&mut c, mode, acceptor, shared).await;
+    let _ = c.flush().await;
+    result
+}
+
+/// The conversation on `c`, from the greeting to QUIT or a scripted end.
+async fn converse(
+    c: &mut Conn,
+    mode: Mode,
+    acceptor: TlsAcceptor,
+    shared: &Shared,
+) -> io::Result<()> {
+    let greeting = shared.script.lock().unwrap().greetings.pop_front();
     let mut tls = mode == Mode::Implicit;
+    // A transaction is open (MAIL accepted), since `tx_flushes` replies went out.
+    let mut in_tx = false;
+    let mut tx_flushes = 0;
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
     let mut user: Option<String> = None;
     let mut from = String::new();
     let mut to: Vec<String> = Vec::new();
@@ -206,7 +279,16 @@ pub(super) async fn serve(
                     lines.push(format!("250-AUTH {mechs}"));
                 }
                 lines.push("250-ENHANCEDSTATUSCODES".into());
-                lines.push("250-PIPELINING".into());
+                let (pipelining, chunking) = {
+                    let script = shared.script.lock().unwrap();
+                    (!script.no_pipelining, !script.no_chunking)
+                };
+                if pipelining {
+                    lines.push("250-PIPELINING".into());
+                }
+                if chunking {
+                    lines.push("250-CHUNKING".into());
+                }
                 lines.push("250 SMTPUTF8".into());
                 c.reply(&lines.join("\r\n")).await?;
             }
@@ -217,6 +299,7 @@ pub(super) async fn serve(
                     continue;
                 }
                 c.reply("220 2.0.0 Ready to start TLS").await?;
+                c.flush().await?;
                 let Io::Plain(tcp) = std::mem::replace(&mut c.io, Io::Gone) else {
                     unreachable!()
                 };
@@ -339,9 +422,16 @@ pub(super) async fn serve(
                 }
                 from = between_brackets(&line);
                 to.clear();
+                in_tx = true;
+                tx_flushes = c.flushes;
+                chunks.clear();
                 c.reply("250 2.1.0 OK").await?;
             }
             "RCPT" => {
+                if !in_tx {
+                    c.reply("503 5.5.1 MAIL first").await?;
+                    continue;
+                }
                 let addr = between_brackets(&line);
                 let (scripted, max, too_many) = {
                     let script = shared.script.lock().unwrap();
@@ -379,46 +469,82 @@ pub(super) async fn serve(
                 let Some(data) = c.data().await? else {
                     return Ok(());
                 };
-                let scripted = {
-                    let mut script = shared.script.lock().unwrap();
-                    let quota = user
-                        .as_ref()
-                        .is_some_and(|u| script.quota_users.contains(u));
-                    match script.data_replies.pop_front() {
-                        Some(reply) => Some(reply),
-                        None if quota => Some(
-                            "550-5.4.5 Daily user sending limit exceeded. For more information on Gmail\r\n550 5.4.5 sending limits go to https://support.google.com/a/answer/166852 - gsmtp"
-                                .to_owned(),
-                        ),
-                        None => None,
-                    }
+                let message = Received {
+                    from: from.clone(),
+                    to: std::mem::take(&mut to),
+                    data,
+                    tls,
+                    user: user.clone(),
+                    round_trips: c.flushes - tx_flushes + 1,
+                    bdat_chunks: 0,
+                    at: std::time::Instant::now(),
                 };
-                match scripted {
-                    Some(reply) if reply.starts_with("421") => {
-                        c.reply(&reply).await?;
-                        return Ok(());
-                    }
-                    Some(reply) => c.reply(&reply).await?,
-                    None => {
-                        let n = {
-                            let mut r = shared.record.lock().unwrap();
-                            r.messages.push(Received {
-                                from: from.clone(),
-                                to: to.clone(),
-                                data,
-                                tls,
-                                user: user.clone(),
-                            });
-                            r.messages.len()
-                        };
-                        shared.count.send_replace(n);
-                        c.reply("250 2.0.0 OK 1700000000 x1-20020a - gsmtp").await?;
-                    }
+                in_tx = false;
+                if !end_of_message(c, shared, message).await? {
+                    return Ok(());
                 }
-                to.clear();
+            }
+            "BDAT" => {
+                // BDAT <size> [LAST] (RFC 3030): the chunk is read whatever the state, so
+                // the session stays in step with a client that pipelined it.
+                let args: Vec<&str> = upper.split_whitespace().collect();
+                let size = args.get(1).and_then(|n| n.parse::<usize>().ok());
+                let last = args.get(2) == Some(&"LAST");
+                let Some(size) = size else {
+                    c.reply("501 5.5.4 Syntax: BDAT <size> [LAST]").await?;
+                    continue;
+                };
+                let Some(chunk) = c.exact(size).await? else {
+                    return Ok(());
+                };
+                let refusal = if !in_tx {
+                    Some("503 5.5.1 MAIL first")
+                } else if to.is_empty() {
+                    Some("554 5.5.1 Error: no valid recipients")
+                } else {
+                    None
+                };
+                if let Some(refusal) = refusal {
+                    shared
+                        .record
+                        .lock()
+                        .unwrap()
+                        .refused_messages
+                        .push(format!("{}: {refusal}", line.trim()));
+                    if last {
+                        in_tx = false;
+                        to.clear();
+                        chunks.clear();
+                    }
+                    c.reply(refusal).await?;
+                    continue;
+                }
+                chunks.push(chunk);
+                if !last {
+                    c.reply(&format!("250 2.0.0 {size} octets received"))
+                        .await?;
+                    continue;
+                }
+                let n = chunks.len();
+                let message = Received {
+                    from: from.clone(),
+                    to: std::mem::take(&mut to),
+                    data: std::mem::take(&mut chunks).concat(),
+                    tls,
+                    user: user.clone(),
+                    round_trips: c.flushes - tx_flushes + 1,
+                    bdat_chunks: n,
+                    at: std::time::Instant::now(),
+                };
+                in_tx = false;
+                if !end_of_message(c, shared, message).await? {
+                    return Ok(());
+                }
             }
             "RSET" => {
                 to.clear();
+                chunks.clear();
+                in_tx = false;
                 c.reply("250 2.1.5 Flushed").await?;
             }
             "NOOP" => c.reply("250 2.0.0 OK").await?,
@@ -430,6 +556,52 @@ pub(super) async fn serve(
         }
     }
     Ok(())
+}
+
+/// The message is whole: the scripted reply to it, or it is taken (recorded, 250). False when
+/// the connection is to end now (a scripted drop or 421).
+async fn end_of_message(c: &mut Conn, shared: &Shared, message: Received) -> io::Result<bool> {
+    let (scripted, drop) = {
+        let mut script = shared.script.lock().unwrap();
+        let quota = message
+            .user
+            .as_ref()
+            .is_some_and(|u| script.quota_users.contains(u));
+        let drop = take(&mut script.drop_before_data_reply);
+        let reply = match script.data_replies.pop_front() {
+            Some(reply) => Some(reply),
+            None if quota => Some(
+                "550-5.4.5 Daily user sending limit exceeded. For more information on Gmail\r\n550 5.4.5 sending limits go to https://support.google.com/a/answer/166852 - gsmtp"
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        (reply, drop)
+    };
+    if drop {
+        c.out.clear();
+        return Ok(false);
+    }
+    match scripted {
+        Some(reply) if reply.starts_with("421") => {
+            c.reply(&reply).await?;
+            Ok(false)
+        }
+        Some(reply) => {
+            c.reply(&reply).await?;
+            Ok(true)
+        }
+        None => {
+            let n = {
+                let mut r = shared.record.lock().unwrap();
+                r.messages.push(message);
+                r.messages.len()
+            };
+            shared.count.send_replace(n);
+            c.reply("250 2.0.0 OK 1700000000 x1-20020a - gsmtp").await?;
+            Ok(true)
+        }
+    }
 }
 
 fn between_brackets(line: &str) -> String {
