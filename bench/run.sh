@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/run.sh - measure gmail-relay (and optionally Postfix) with the shared harness.
 #
-#   bench/run.sh [--quick] [--runs N] [--postfix] [--only LIST] [--no-chunking] [--cold]
+#   bench/run.sh [--quick] [--runs N] [--postfix] [--only LIST] [--cold]
+#                [--no-chunking | --also-no-chunking]
 #
 # Builds the release binary, then runs ../shared/bench/run.sh (override with BENCH_HARNESS)
 # against gmail-relay through the harness's generic adapter, and with --postfix against Postfix
@@ -17,7 +18,8 @@
 # installed if missing, and openssl.
 #
 # --no-chunking starts upstream.py without CHUNKING (the relay then pipelines MAIL/RCPT/DATA and
-# sends the message after the 354: two round trips), labelled gmail-relay-nochunking.
+# sends the message after the 354: two round trips), labelled gmail-relay-nochunking;
+# --also-no-chunking measures that too, after the rest, in the same invocation and table.
 # --cold adds the cold-start row (bench/cold-start.py): the first message through a freshly
 # started relay at 20 ms per reply, TCP + TLS + EHLO + AUTH + message, in round trips.
 set -euo pipefail
@@ -26,12 +28,13 @@ repo=$(cd "$here/.." && pwd)
 harness=${BENCH_HARNESS:-$repo/../shared/bench}
 [[ -x $harness/run.sh ]] || { echo "bench/run.sh: no harness at $harness (set BENCH_HARNESS)" >&2; exit 2; }
 
-args=() postfix=0 upargs=() label=gmail-relay cold=0 runs=3
+args=() postfix=0 upargs=() label=gmail-relay cold=0 runs=3 also_no_chunking=0
 while (($#)); do
   case $1 in
     --postfix) postfix=1; shift ;;
     --no-chunking) upargs+=(--no-chunking); label=gmail-relay-nochunking; shift ;;
     --cold) cold=1; shift ;;
+    --also-no-chunking) also_no_chunking=1; shift ;;
     --runs) args+=("$1" "$2"); runs=$2; shift 2 ;;
     --quick) args+=(--quick); shift ;;
     --only) args+=("$1" "$2"); shift 2 ;;
@@ -57,41 +60,57 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
 out=$here/results/$stamp
 mkdir -p "$out"
 
+# Starts upstream.py in a fresh state dir "$1" with the extra options that follow.
+start_upstream() {
+  local dir=$1; shift
+  mkdir -p "$dir"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout "$dir/key.pem" -out "$dir/cert.pem" -days 30 -subj /CN=localhost \
+    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -addext "basicConstraints=critical,CA:FALSE" >/dev/null 2>&1
+  "$uppy" "$harness/upstream.py" --state-dir "$dir" --starttls-port 2587 --tls-port 2465 \
+    --user bench --password bench-secret "$@" >"$dir/out.log" 2>&1 &
+  uppid=$!
+  for _ in $(seq 1 100); do [[ -s $dir/ready ]] && break; sleep 0.1; done
+  [[ -s $dir/ready ]] || { echo "bench/run.sh: upstream.py did not start" >&2; cat "$dir/out.log" >&2; exit 1; }
+}
+stop_upstream() { kill "$uppid" 2>/dev/null || true; wait "$uppid" 2>/dev/null || true; }
+trap stop_upstream EXIT
+
 updir=$out/upstream
-mkdir -p "$updir"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-  -keyout "$updir/key.pem" -out "$updir/cert.pem" -days 30 -subj /CN=localhost \
-  -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-  -addext "basicConstraints=critical,CA:FALSE" >/dev/null 2>&1
-"$uppy" "$harness/upstream.py" --state-dir "$updir" --starttls-port 2587 --tls-port 2465 \
-  --user bench --password bench-secret "${upargs[@]}" >"$updir/out.log" 2>&1 &
-uppid=$!
-trap 'kill "$uppid" 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do [[ -s $updir/ready ]] && break; sleep 0.1; done
-[[ -s $updir/ready ]] || { echo "bench/run.sh: upstream.py did not start" >&2; cat "$updir/out.log" >&2; exit 1; }
-args+=(--upstream-dir "$updir")
+start_upstream "$updir" "${upargs[@]}"
 
 export TARGET_LISTEN=127.0.0.1:2526
 export TARGET_START_INTAKE="exec '$here/start-target.sh' intake"
 export TARGET_START_RELAY="exec '$here/start-target.sh' relay"
 export TARGET_VERSION="'$GMAIL_RELAY_BIN' --version"
 export TARGET_QUEUE_COUNT='find "$TARGET_SPOOL/queue" -name "*.msg" 2>/dev/null | wc -l'
-(cd "$harness" && ./run.sh "${args[@]}" --label "$label" --out "$out/$label" ./targets/command.sh)
+(cd "$harness" && ./run.sh "${args[@]}" --upstream-dir "$updir" --label "$label" --out "$out/$label" ./targets/command.sh)
 
 reports=("$out/$label/results.jsonl")
 if ((postfix)); then
-  (cd "$harness" && ./run.sh "${args[@]}" --label postfix --out "$out/postfix" ./postfix.sh)
+  (cd "$harness" && ./run.sh "${args[@]}" --upstream-dir "$updir" --label postfix --out "$out/postfix" ./postfix.sh)
   reports+=("$out/postfix/results.jsonl")
 fi
-python3 "$harness/bench.py" report "${reports[@]}" --md "$out/table.md"
 if ((cold)); then
   colddir=$out/cold
   mkdir -p "$colddir"
   start="rm -rf '$colddir/spool'; TARGET_STATE='$colddir' TARGET_SPOOL='$colddir/spool' \
     UPSTREAM_HOST=127.0.0.1 UPSTREAM_PORT=2587 UPSTREAM_USER=bench UPSTREAM_PASS=bench-secret \
     UPSTREAM_CA='$updir/cert.pem' exec '$here/start-target.sh' relay 2>'$colddir/relay.log'"
-  TARGET_LISTEN=$TARGET_LISTEN python3 "$here/cold-start.py" --harness "$harness" \
-    --upstream-dir "$updir" --listen "$TARGET_LISTEN" --start-cmd "$start" --runs "$runs" \
-    --label "$label" --json "$out/cold.jsonl" | tee -a "$out/table.md"
+  python3 "$here/cold-start.py" --harness "$harness" --upstream-dir "$updir" \
+    --listen "$TARGET_LISTEN" --start-cmd "$start" --runs "$runs" --label "$label" \
+    --json "$out/cold.jsonl" >"$out/cold.md"
 fi
+if ((also_no_chunking)); then
+  # The same relay against an upstream without CHUNKING: pipelined MAIL/RCPT/DATA.
+  stop_upstream
+  updir=$out/upstream-nochunking
+  start_upstream "$updir" --no-chunking
+  (cd "$harness" && ./run.sh "${args[@]}" --upstream-dir "$updir" --label gmail-relay-nochunking \
+    --out "$out/gmail-relay-nochunking" ./targets/command.sh)
+  reports+=("$out/gmail-relay-nochunking/results.jsonl")
+fi
+python3 "$harness/bench.py" report "${reports[@]}" --md "$out/table.md"
+[[ -f $out/cold.md ]] && cat "$out/cold.md" | tee -a "$out/table.md"
 echo "bench/run.sh: results in ${out#"$repo"/}" >&2
