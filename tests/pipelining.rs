@@ -263,3 +263,37 @@ async fn a_large_message_goes_in_chunks_byte_identical() {
     assert_eq!(up.count("BDAT") - up.count("BDAT 0"), got[0].bdat_chunks);
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn a_refused_mail_decides_and_the_pipelined_bdat_settles_nothing() {
+    // No AUTH against a server that wants it: MAIL gets 530, the RCPT and BDAT that were
+    // pipelined behind it get 503s; the 530 pauses delivery, nothing fails or bounces.
+    let up = FakeUpstream::start(Mode::StartTls, Script::default()).await;
+    let cfg = config_for(&up, "auth = \"none\"").replace(
+        "[queue]",
+        "[delivery]\nauth_pause_min = \"1h\"\nauth_pause_max = \"2h\"\n[queue]",
+    );
+    let mut relay = TestRelay::start_with_env(&cfg, Default::default()).await;
+    send(&relay, &["a@example.com"], MSG).await;
+    common::eventually("the BDAT refused", || {
+        !up.record(|r| r.refused_messages.is_empty())
+    })
+    .await;
+    let refused = up.record(|r| r.refused_messages.clone());
+    assert!(
+        refused[0].starts_with("BDAT ") && refused[0].ends_with(" LAST: 503 5.5.1 MAIL first"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        up.count("MAIL"),
+        1,
+        "paused after the 530, not retried at once"
+    );
+    assert!(up.messages().is_empty());
+    assert!(
+        relay.files("failed").is_empty(),
+        "nothing failed or bounced"
+    );
+    assert_eq!(relay.queued_ids().len(), 1, "still queued");
+    relay.stop().await;
+}
