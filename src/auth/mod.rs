@@ -22,6 +22,7 @@ pub mod service_account;
 pub(crate) mod users;
 
 pub use crate::secret::{Secret, SecretFileError, SecretSource};
+pub(crate) use oauth2::error_chain;
 pub use oauth2::{
     AccessToken, GMAIL_SCOPE, GOOGLE_AUTH_URL, GOOGLE_TOKEN_URL, TokenError, TokenSource,
     write_secret_file, xoauth2_response,

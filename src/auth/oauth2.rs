@@ -56,6 +56,8 @@ pub struct AccessToken {
     pub value: Secret,
     /// When it stops being valid.
     pub expires_at: Instant,
+    /// The scopes it grants, when the token endpoint said (space-separated).
+    pub scope: Option<String>,
 }
 
 /// Issues access tokens from a refresh token. Cheap to clone; clones share the cache.
@@ -126,6 +128,7 @@ struct TokenReply {
     access_token: Option<String>,
     expires_in: Option<u64>,
     refresh_token: Option<String>,
+    scope: Option<String>,
     error: Option<String>,
     error_description: Option<String>,
 }
@@ -349,6 +352,7 @@ fn access_token(reply: TokenReplyOk, whom: &str) -> Result<AccessToken, TokenErr
     Ok(AccessToken {
         value: Secret::new(access),
         expires_at: Instant::now() + lifetime,
+        scope: reply.scope,
     })
 }
 
@@ -418,6 +422,7 @@ pub(crate) async fn post_form(
             access_token: reply.access_token,
             expires_in: reply.expires_in,
             refresh_token: reply.refresh_token,
+            scope: reply.scope,
         });
     }
     if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
@@ -522,15 +527,21 @@ pub(crate) struct TokenReplyOk {
     pub access_token: Option<String>,
     pub expires_in: Option<u64>,
     pub refresh_token: Option<String>,
+    pub scope: Option<String>,
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error and its causes on one line (an HTTP client's errors nest), without repeating a
+/// cause its wrapper already says.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
     }
     text
 }

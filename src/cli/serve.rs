@@ -63,7 +63,7 @@ pub fn check(path: &Path, upstream: bool, as_sender: Option<&str>) -> ExitCode {
     let several = cfg.accounts.len() > 1;
     for account in &cfg.accounts {
         let up = &account.upstream;
-        let what = format!("{}:{} ({}) as {}", up.host, up.port, up.tls, up.label());
+        let what = format!("{} as {}", up.destination(), up.label());
         if several {
             let senders: Vec<String> = account.senders.iter().map(ToString::to_string).collect();
             println!(

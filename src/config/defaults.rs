@@ -10,6 +10,9 @@
 /// The largest message Gmail accepts (its EHLO `SIZE`).
 pub const GMAIL_MAX_SIZE: u64 = 35_882_577;
 
+/// The largest message the Gmail API accepts (`users.messages.send`'s `maxSize`, 35 MiB).
+pub const GMAIL_API_MAX_SIZE: u64 = 36_700_160;
+
 /// The most bytes the relay adds to a message on the way through (`Received:`, and `Date:` and
 /// `Message-ID:` when missing); `intake` keeps what it adds within this.
 pub const ADDED_HEADERS_MAX: u64 = 2048;
@@ -35,6 +38,8 @@ pub const TABLE: &[(&str, &str)] = &[
     ("queue.retry_min", r#""1m""#),
     ("queue.retry_max", r#""1h""#),
     ("queue.max_age", r#""5d""#),
+    ("upstream.transport", r#""smtp""#),
+    ("upstream.api_url", r#""https://gmail.googleapis.com""#),
     ("upstream.host", r#""smtp.gmail.com""#),
     ("upstream.tls", r#""starttls""#),
     ("upstream.auth", r#""password""#),

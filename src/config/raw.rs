@@ -118,6 +118,8 @@ pub(super) struct RawUpstream {
     pub max_connections: Option<u64>,
     pub max_recipients_per_message: Option<u64>,
     pub pipelining: Option<bool>,
+    pub transport: Option<String>,
+    pub api_url: Option<String>,
     pub timeout: Option<String>,
     pub idle_timeout: Option<String>,
 }
@@ -218,6 +220,8 @@ impl RawUpstream {
                 .max_recipients_per_message
                 .or(base.max_recipients_per_message),
             pipelining: self.pipelining.or(base.pipelining),
+            transport: self.transport.or(base.transport),
+            api_url: self.api_url.or(base.api_url),
             timeout: self.timeout.or(base.timeout),
             idle_timeout: self.idle_timeout.or(base.idle_timeout),
             ..self

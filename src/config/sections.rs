@@ -131,6 +131,8 @@ pub fn tests_upstream() -> UpstreamConfig {
         max_connections: 2,
         max_recipients_per_message: 100,
         pipelining: true,
+        transport: Transport::Smtp,
+        api_url: "https://gmail.googleapis.com".into(),
         timeout: Duration::from_secs(60),
         idle_timeout: Duration::from_secs(240),
     }
@@ -217,6 +219,24 @@ pub struct QueueConfig {
     pub retry_max: Duration,
     /// A message still undelivered after this long is given up on.
     pub max_age: Duration,
+}
+
+/// How the relay hands mail to Google.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// SMTP submission (`host`, `port`, `tls`).
+    Smtp,
+    /// The Gmail API over HTTPS (`api_url`, port 443), for hosts whose SMTP ports are blocked.
+    Api,
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Smtp => "smtp",
+            Transport::Api => "api",
+        })
+    }
 }
 
 /// How the connection to the upstream is encrypted.
@@ -329,6 +349,10 @@ pub struct UpstreamConfig {
     /// Use the upstream's PIPELINING and CHUNKING when it offers them (one round trip per
     /// message); off only for a server that advertises them and misbehaves.
     pub pipelining: bool,
+    /// SMTP or the Gmail API.
+    pub transport: Transport,
+    /// The Gmail API's base URL (with `transport = "api"`).
+    pub api_url: String,
     /// Longest wait for any one reply from the upstream.
     pub timeout: Duration,
     /// An authenticated connection unused for this long is closed.
@@ -339,6 +363,15 @@ impl UpstreamConfig {
     /// `section.name`, e.g. `upstream.password_file`: the key to name in a message.
     pub fn key(&self, name: &str) -> String {
         format!("{}.{name}", self.section)
+    }
+
+    /// Where mail goes, for people: `smtp.gmail.com:587 (starttls)`, or `the Gmail API at
+    /// https://gmail.googleapis.com`.
+    pub fn destination(&self) -> String {
+        match self.transport {
+            Transport::Smtp => format!("{}:{} ({})", self.host, self.port, self.tls),
+            Transport::Api => format!("the Gmail API at {}", self.api_url),
+        }
     }
 
     /// Who this account is, for people: its username, or (with `auth = "none"` and no

@@ -232,12 +232,10 @@ impl Daemon {
                 .accounts
                 .iter()
                 .map(|a| format!(
-                    "{} ({} at {}:{}, {})",
+                    "{} ({} via {})",
                     a.name(),
                     a.upstream.label(),
-                    a.upstream.host,
-                    a.upstream.port,
-                    a.upstream.tls
+                    a.upstream.destination()
                 ))
                 .collect::<Vec<_>>()
                 .join(", "),

@@ -96,7 +96,7 @@ impl Capabilities {
 }
 
 fn pause(kind: PauseKind, reason: String) -> Pause {
-    Pause { kind, reason }
+    Pause::new(kind, reason)
 }
 
 fn unreachable(reason: String) -> Pause {
@@ -134,22 +134,28 @@ impl From<Pause> for OpenError {
     }
 }
 
+/// What a failure to get the login (an OAuth2 or service account token) means for delivery;
+/// for the Gmail API too.
+pub(super) fn login_error(e: TokenError) -> OpenError {
+    match e {
+        TokenError::Rejected(why) => OpenError::Pause(pause(PauseKind::Credentials, why)),
+        TokenError::Unavailable(why) => {
+            OpenError::Pause(unreachable(format!("no OAuth2 access token: {why}")))
+        }
+        // 5.7.1: the relay is not authorized to send as this sender (RFC 3463).
+        TokenError::NoSuchMailbox(why) => OpenError::NoMailbox(format!(
+            "5.7.1 not sent: {why}; retrying cannot help: send from an existing mailbox, or \
+             create this one"
+        )),
+    }
+}
+
 /// Opens, secures and authenticates one connection. With XOAUTH2, a token the server rejects
 /// is dropped and the login tried once more, with a fresh token on a new connection.
 pub async fn open(setup: &Setup) -> Result<Conn, OpenError> {
     let cfg = &setup.cfg;
     for last_try in [false, true] {
-        let login = setup.credentials.login().await.map_err(|e| match e {
-            TokenError::Rejected(why) => OpenError::Pause(pause(PauseKind::Credentials, why)),
-            TokenError::Unavailable(why) => {
-                OpenError::Pause(unreachable(format!("no OAuth2 access token: {why}")))
-            }
-            // 5.7.1: the relay is not authorized to send as this sender (RFC 3463).
-            TokenError::NoSuchMailbox(why) => OpenError::NoMailbox(format!(
-                "5.7.1 not sent: {why}; retrying cannot help: send from an existing mailbox, or \
-                 create this one"
-            )),
-        })?;
+        let login = setup.credentials.login().await.map_err(login_error)?;
         let (mut client, caps) = secure(setup).await?;
         let expires = match &login {
             Login::XOAuth2 { token, .. } => Some(token.expires_at),

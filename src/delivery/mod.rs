@@ -19,8 +19,10 @@
 //!   and what a failed handshake means; `client`: the SMTP client (bytes, replies, timeouts);
 //!   `connection`: opening an authenticated connection; `pool`: the connections kept between
 //!   messages; `transaction`: MAIL/RCPT/DATA; `classify`: what a reply means; `rewrite`: the
-//!   optional sender rewrites for Gmail.
+//!   optional sender rewrites for Gmail; `api`: the Gmail API transport (`transport = "api"`),
+//!   which replaces the SMTP client, connection, pool and transaction for its account.
 
+pub mod api;
 mod classify;
 pub mod client;
 mod connection;
@@ -113,6 +115,9 @@ pub enum PauseKind {
     Credentials,
     /// The account's sending quota is spent (550 5.4.5, ...).
     Quota,
+    /// The upstream asks for less for a while (the Gmail API's 429, `rateLimitExceeded`),
+    /// usually saying until when.
+    RateLimited,
 }
 
 /// A reason to stop all delivery, with the upstream's words.
@@ -122,6 +127,20 @@ pub struct Pause {
     pub kind: PauseKind,
     /// The reply or error behind it.
     pub reason: String,
+    /// When the upstream said to come back (`Retry-After`), if it did; otherwise the
+    /// scheduler's policy for `kind` decides.
+    pub until: Option<std::time::SystemTime>,
+}
+
+impl Pause {
+    /// A pause for `reason`, timed by the scheduler's policy.
+    pub fn new(kind: PauseKind, reason: impl Into<String>) -> Pause {
+        Pause {
+            kind,
+            reason: reason.into(),
+            until: None,
+        }
+    }
 }
 
 impl std::fmt::Display for Pause {
@@ -131,6 +150,7 @@ impl std::fmt::Display for Pause {
             PauseKind::Tls => "TLS with the upstream failed",
             PauseKind::Credentials => "upstream refused the login",
             PauseKind::Quota => "sending quota spent",
+            PauseKind::RateLimited => "upstream rate limit",
         };
         write!(f, "{what}: {}", self.reason)
     }
@@ -254,6 +274,12 @@ impl Upstream {
     pub async fn deliver(&self, msg: &Outgoing<'_>, recipients: &[String]) -> Report {
         let _slot = self.inner.pool.slot().await;
         *self.inner.last_used.lock().expect("last use") = Instant::now();
+        let current = self.current();
+        if let Some(api) = &current.setup.api {
+            return api
+                .send(&current.setup, msg, recipients, &self.inner.metrics)
+                .await;
+        }
         let per_tx = self.current().setup.cfg.max_recipients_per_message;
         let mut outcomes: Vec<Option<RecipientOutcome>> = vec![None; recipients.len()];
         let mut pause = None;
@@ -373,13 +399,15 @@ impl Upstream {
     /// `gmail-relay check --upstream` and `gmail-relay oauth test`. Returns what was done.
     pub async fn check_login(&self) -> Result<String, Pause> {
         let current = self.current();
+        if let Some(api) = &current.setup.api {
+            let done = api.check(&current.setup).await;
+            self.inner.metrics.login(self.name(), done.is_ok());
+            return done;
+        }
         let cfg = &current.setup.cfg;
         let conn = self.open().await.map_err(|e| match e {
             OpenError::Pause(p) => p,
-            OpenError::NoMailbox(why) => Pause {
-                kind: PauseKind::Credentials,
-                reason: why,
-            },
+            OpenError::NoMailbox(why) => Pause::new(PauseKind::Credentials, why),
         })?;
         let what = format!(
             "logged in to {}:{} ({}) as {} with {}; the server accepts messages up to {}; \

@@ -5,7 +5,7 @@
 
 use super::tls::{TlsSetupError, UpstreamTls};
 use crate::auth::{Credentials, CredentialsError};
-use crate::config::{AuthConfig, UpstreamConfig};
+use crate::config::{AuthConfig, Transport, UpstreamConfig};
 
 /// Why an upstream could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +25,8 @@ pub struct Setup {
     pub cfg: UpstreamConfig,
     pub(super) tls: UpstreamTls,
     pub(super) credentials: Credentials,
+    /// The Gmail API client, with `transport = "api"`.
+    pub(super) api: Option<super::api::Api>,
 }
 
 impl Setup {
@@ -32,10 +34,15 @@ impl Setup {
     pub fn new(cfg: UpstreamConfig) -> Result<Setup, SetupError> {
         let tls = UpstreamTls::new(&cfg)?;
         let credentials = Credentials::from_config(&cfg)?;
+        let api = match cfg.transport {
+            Transport::Api => Some(super::api::Api::new(&cfg)?),
+            Transport::Smtp => None,
+        };
         Ok(Setup {
             cfg,
             tls,
             credentials,
+            api,
         })
     }
 
@@ -51,6 +58,7 @@ impl Setup {
             cfg,
             tls: self.tls.clone(),
             credentials,
+            api: self.api.clone(),
         })
     }
 

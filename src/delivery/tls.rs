@@ -57,21 +57,33 @@ pub struct UpstreamTls {
     server_name: ServerName<'static>,
 }
 
+/// A rustls client configuration trusting the web PKI roots plus `ca_file`: for SMTP, and
+/// for the Gmail API (which adds its ALPN protocols).
+pub fn client_config(cfg: &UpstreamConfig) -> Result<rustls::ClientConfig, TlsSetupError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = &cfg.ca_file {
+        for cert in read_ca_file(path, &cfg.key("ca_file"))? {
+            roots.add(cert).map_err(|e| TlsSetupError::CaFile {
+                key: cfg.key("ca_file"),
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsSetupError::Other(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 impl UpstreamTls {
     /// Builds the settings for `cfg`: trusting the web PKI roots plus `ca_file`, verifying
     /// `tls_name`.
     pub fn new(cfg: &UpstreamConfig) -> Result<Self, TlsSetupError> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(path) = &cfg.ca_file {
-            for cert in read_ca_file(path, &cfg.key("ca_file"))? {
-                roots.add(cert).map_err(|e| TlsSetupError::CaFile {
-                    key: cfg.key("ca_file"),
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                })?;
-            }
-        }
+        let config = client_config(cfg)?;
         let name_key = if cfg.tls_name == cfg.host {
             cfg.key("host")
         } else {
@@ -83,12 +95,6 @@ impl UpstreamTls {
                 name: cfg.tls_name.clone(),
                 reason: e.to_string(),
             })?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsSetupError::Other(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
         Ok(UpstreamTls {
             connector: TlsConnector::from(Arc::new(config)),
             server_name,

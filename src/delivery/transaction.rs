@@ -225,7 +225,7 @@ pub async fn send(
                 TxResult::Done {
                     outcomes,
                     reusable: true,
-                    pause: Some(Pause { kind, reason }),
+                    pause: Some(Pause::new(kind, reason)),
                 }
             }
         },
@@ -335,7 +335,7 @@ async fn pipelined(
                 Verdict::Pause(kind) => {
                     let reason = failure.describe();
                     outcomes[i] = Some(RecipientOutcome::Deferred(reason.clone()));
-                    pause.get_or_insert(Pause { kind, reason });
+                    pause.get_or_insert(Pause::new(kind, reason));
                 }
                 Verdict::Lost => return lost(failure),
             }
@@ -414,10 +414,7 @@ async fn pipelined(
         Verdict::Lost => return lost(failure),
         Verdict::Settle(outcome) => outcome,
         Verdict::Pause(kind) => {
-            pause = Some(Pause {
-                kind,
-                reason: reason.clone(),
-            });
+            pause = Some(Pause::new(kind, reason.clone()));
             RecipientOutcome::Deferred
         }
     };
@@ -458,7 +455,7 @@ async fn refused(
         Verdict::Settle(outcome) => abort(conn, settle(outcomes, outcome, &reason), None).await,
         Verdict::Pause(kind) => {
             let outcomes = settle(outcomes, RecipientOutcome::Deferred, &reason);
-            abort(conn, outcomes, Some(Pause { kind, reason })).await
+            abort(conn, outcomes, Some(Pause::new(kind, reason))).await
         }
     }
 }

@@ -114,10 +114,10 @@ impl Upstreams {
             // this one a moment ago.
             None => Report::paused(
                 recipients.len(),
-                Pause {
-                    kind: PauseKind::Unreachable,
-                    reason: format!("the account {account} is not configured"),
-                },
+                Pause::new(
+                    PauseKind::Unreachable,
+                    format!("the account {account} is not configured"),
+                ),
             ),
         }
     }

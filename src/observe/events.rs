@@ -111,7 +111,7 @@ pub fn removed(id: &str) {
 }
 
 /// Delivery as a whole stopped until `until`, for `cause` ("unreachable", "tls",
-/// "credentials", "quota"). Causes only the operator can fix get an error line saying so.
+/// "credentials", "quota", "rate"). Causes only the operator can fix get an error line saying so.
 pub fn upstream_paused(account: &str, cause: &str, reason: &str, until: SystemTime) {
     warn!(target: TARGET, account, cause, reason, until = %when(until), "upstream paused");
     match cause {

@@ -85,7 +85,7 @@ pub struct AccountSnapshot {
 }
 
 /// The causes a pause can have, each with its own series.
-const CAUSES: [&str; 4] = ["unreachable", "tls", "credentials", "quota"];
+const CAUSES: [&str; 5] = ["unreachable", "tls", "credentials", "quota", "rate"];
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -148,7 +148,8 @@ impl Metrics {
         );
         registry.register(
             "upstream_transactions",
-            "Mail transactions sent upstream, by account and connection (new, reused)",
+            "Mail transactions sent upstream, by account and transport: smtp (connection new or \
+             reused) or api (http version)",
             transactions.clone(),
         );
         registry.register_with_unit(
@@ -170,7 +171,7 @@ impl Metrics {
         );
         registry.register(
             "delivery_paused",
-            "1 while the account is paused for this cause (unreachable, tls, credentials, quota)",
+            "1 while the account is paused for this cause (unreachable, tls, credentials, quota, rate)",
             paused.clone(),
         );
         registry.register(
@@ -242,12 +243,23 @@ impl Metrics {
             .inc();
     }
 
-    /// A transaction went upstream through `account` on a new or a reused connection.
+    /// An SMTP transaction went upstream through `account` on a new or a reused connection.
     pub fn transaction(&self, account: &str, reused: bool) {
         let connection = if reused { "reused" } else { "new" };
         self.inner
             .transactions
-            .get_or_create(&of(account, &[("connection", connection)]))
+            .get_or_create(&of(
+                account,
+                &[("transport", "smtp"), ("connection", connection)],
+            ))
+            .inc();
+    }
+
+    /// A Gmail API upload through `account` got an answer, over `http` ("HTTP/2", "HTTP/1.1").
+    pub fn api_request(&self, account: &str, http: &str) {
+        self.inner
+            .transactions
+            .get_or_create(&of(account, &[("transport", "api"), ("http", http)]))
             .inc();
     }
 
@@ -339,7 +351,7 @@ mod tests {
             "gmail_relay_recipients_total{account=\"default\",outcome=\"delivered\"} 2",
             "gmail_relay_upstream_logins_total{account=\"default\",result=\"ok\"} 1",
             "gmail_relay_upstream_logins_total{account=\"billing\",result=\"refused\"} 1",
-            "gmail_relay_upstream_transactions_total{account=\"default\",connection=\"reused\"} 1",
+            "gmail_relay_upstream_transactions_total{account=\"default\",transport=\"smtp\",connection=\"reused\"} 1",
             "gmail_relay_delivery_latency_seconds_count 1",
             "gmail_relay_queue_messages{state=\"waiting\"} 3",
             "gmail_relay_queue_messages{state=\"held\"} 1",

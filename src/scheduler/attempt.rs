@@ -255,7 +255,11 @@ async fn attempt<C: Courier>(
     let pending_left = deferred.len();
     let next = match result.pause {
         Some(pause) => {
-            let at = plan.next(&ctx.policy, pause.kind, now, fastrand::f64());
+            // The upstream's own "retry after" wins over the policy.
+            let at = match pause.until {
+                Some(until) if until > now => until,
+                _ => plan.next(&ctx.policy, pause.kind, now, fastrand::f64()),
+            };
             Next::Pause {
                 at,
                 pending: pending_left,

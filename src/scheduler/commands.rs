@@ -125,6 +125,7 @@ pub fn cause_name(kind: PauseKind) -> &'static str {
         PauseKind::Tls => "tls",
         PauseKind::Credentials => "credentials",
         PauseKind::Quota => "quota",
+        PauseKind::RateLimited => "rate",
     }
 }
 

@@ -177,10 +177,7 @@ mod tests {
     }
 
     fn unreachable() -> Pause {
-        Pause {
-            kind: PauseKind::Unreachable,
-            reason: "connection refused".into(),
-        }
+        Pause::new(PauseKind::Unreachable, "connection refused")
     }
 
     #[tokio::test(start_paused = true)]

@@ -46,12 +46,14 @@ impl RetryPolicy {
         backoff(self.min, self.max, failures, jitter)
     }
 
-    /// How long delivery pauses after `failures` consecutive pauses (≥ 1) of this kind: the
-    /// retry schedule for an unreachable upstream, `auth_pause_min` doubling to
+    /// How long delivery pauses after `failures` consecutive pauses (≥ 1) of this kind, when
+    /// the upstream did not say: the retry schedule for an unreachable or rate-limiting upstream, `auth_pause_min` doubling to
     /// `auth_pause_max` for refused credentials, `quota_pause` between quota probes.
     pub fn pause(&self, kind: PauseKind, failures: u32, jitter: f64) -> Duration {
         match kind {
-            PauseKind::Unreachable | PauseKind::Tls => self.delay(failures, jitter),
+            PauseKind::Unreachable | PauseKind::Tls | PauseKind::RateLimited => {
+                self.delay(failures, jitter)
+            }
             PauseKind::Credentials => {
                 backoff(self.auth_pause_min, self.auth_pause_max, failures, jitter)
             }

@@ -1,7 +1,11 @@
 //! Certificates generated per test run: a CA and a leaf for 127.0.0.1 and localhost (or the
 //! names a test asks for).
 
+use std::sync::Arc;
+
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// PEM texts of a fresh CA and of a server certificate (and its key) it signed.
 pub struct TestCerts {
@@ -34,4 +38,24 @@ pub fn generate_for(names: &[&str]) -> TestCerts {
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
     }
+}
+
+/// A server TLS configuration with a fresh certificate for `names`, offering `alpn` (empty:
+/// no ALPN), and the PEM of the CA a client must trust.
+pub fn server_config(names: &[&str], alpn: &[&[u8]]) -> (rustls::ServerConfig, String) {
+    let certs = generate_for(names);
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(certs.cert_pem.as_bytes())
+            .map(Result::unwrap)
+            .collect();
+    let key = PrivateKeyDer::from_pem_slice(certs.key_pem.as_bytes()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    (config, certs.ca_pem)
 }

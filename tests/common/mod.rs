@@ -5,6 +5,7 @@
 
 pub mod certs;
 pub mod dialog;
+pub mod gmail_api;
 pub mod logs;
 pub mod service_key;
 pub mod token;

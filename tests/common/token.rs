@@ -148,7 +148,9 @@ fn answer(
         ),
         "refresh_token" => (
             200,
-            format!(r#"{{"access_token":"tok-{n}","expires_in":{expires},"token_type":"Bearer"}}"#),
+            format!(
+                r#"{{"access_token":"tok-{n}","expires_in":{expires},"scope":"https://mail.google.com/","token_type":"Bearer"}}"#
+            ),
         ),
         "urn:ietf:params:oauth:grant-type:jwt-bearer" => {
             let assertion = field(&body, "assertion");

@@ -10,8 +10,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -290,18 +288,6 @@ fn accept_loop(
 
 /// A CA, and a certificate for `names` signed by it.
 fn tls_acceptor(names: &[&str]) -> (TlsAcceptor, String) {
-    let certs = super::certs::generate_for(names);
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(certs.cert_pem.as_bytes())
-            .map(Result::unwrap)
-            .collect();
-    let key = PrivateKeyDer::from_pem_slice(certs.key_pem.as_bytes()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
-    (TlsAcceptor::from(Arc::new(config)), certs.ca_pem)
+    let (config, ca_pem) = super::certs::server_config(names, &[]);
+    (TlsAcceptor::from(Arc::new(config)), ca_pem)
 }

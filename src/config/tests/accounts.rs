@@ -163,3 +163,53 @@ fn an_account_may_rewrite_to_itself() {
     ));
     assert_eq!(key, "upstream.rewrite");
 }
+
+#[test]
+fn the_api_transport_needs_oauth2_and_its_own_size_limit() {
+    let api = "[upstream]\nusername = \"me@gmail.com\"\ntransport = \"api\"\nauth = \"xoauth2\"\n\
+               [upstream.oauth2]\nclient_id = \"c\"\nrefresh_token = \"1//r\"\n";
+    let cfg = load_text(api).unwrap();
+    let up = &cfg.default_account().upstream;
+    assert_eq!(up.transport, Transport::Api);
+    assert_eq!(up.api_url, "https://gmail.googleapis.com");
+    assert_eq!(
+        up.destination(),
+        "the Gmail API at https://gmail.googleapis.com"
+    );
+    // Accounts inherit the transport like the host.
+    let two = format!(
+        "{api}[accounts.b]\nusername = \"b@gmail.com\"\nauth = \"xoauth2\"\nsenders = [\"b@x\"]\n\
+         [accounts.b.oauth2]\nclient_id = \"c\"\nrefresh_token = \"1//r\"\n"
+    );
+    assert_eq!(
+        load_text(&two)
+            .unwrap()
+            .account("b")
+            .unwrap()
+            .upstream
+            .transport,
+        Transport::Api
+    );
+
+    let (key, msg) =
+        invalid_key(&MINIMAL.replace("[upstream]\n", "[upstream]\ntransport = \"api\"\n"));
+    assert_eq!(key, "upstream.transport");
+    assert!(
+        msg.contains("does not take app passwords") && msg.contains("oauth authorize"),
+        "{msg}"
+    );
+    let (key, _) = invalid_key(&api.replace("transport = \"api\"", "transport = \"http\""));
+    assert_eq!(key, "upstream.transport");
+    let (key, msg) = invalid_key(&api.replace(
+        "transport = \"api\"\n",
+        "transport = \"api\"\napi_url = \"http://gmail.googleapis.com\"\n",
+    ));
+    assert_eq!(key, "upstream.api_url");
+    assert!(msg.contains("https"), "{msg}");
+    // The API's limit is 35 MiB, above SMTP's: the intake may take more, but not beyond it.
+    let big = |n: u64| format!("[listen]\nmax_message_size = {n}\n{api}");
+    assert!(load_text(&big(36_000_000)).is_ok());
+    let (key, msg) = invalid_key(&big(36_700_000));
+    assert_eq!(key, "listen.max_message_size");
+    assert!(msg.contains("the Gmail API's limit of 36700160"), "{msg}");
+}

@@ -9,7 +9,9 @@ use super::{
     Result, duration, flag, invalid, is_hostname, pem_file, positive, resolve, socket_addrs,
 };
 use crate::config::raw::{List, RawListen};
-use crate::config::{ListenConfig, UpstreamConfig, UserEntry, defaults, system_hostname};
+use crate::config::{
+    ListenConfig, Transport, UpstreamConfig, UserEntry, defaults, system_hostname,
+};
 
 pub(super) fn hostname(raw: Option<String>) -> Result<String> {
     let hostname = raw.unwrap_or_else(system_hostname);
@@ -131,19 +133,34 @@ pub(super) fn listen(raw: RawListen, base: &Path) -> Result<ListenConfig> {
 /// [`defaults::ADDED_HEADERS_MAX`] bytes of headers: a limit that leaves no room for them
 /// would acknowledge messages that can only bounce.
 pub(super) fn fits_upstream(listen: &ListenConfig, upstream: &UpstreamConfig) -> Result<()> {
-    let gmail = upstream.host.eq_ignore_ascii_case("smtp.gmail.com")
-        || upstream.host.eq_ignore_ascii_case("smtp-relay.gmail.com");
-    let most = defaults::GMAIL_MAX_SIZE - defaults::ADDED_HEADERS_MAX;
-    if gmail && listen.max_message_size as u64 > most {
+    let limit = match upstream.transport {
+        Transport::Smtp
+            if upstream.host.eq_ignore_ascii_case("smtp.gmail.com")
+                || upstream.host.eq_ignore_ascii_case("smtp-relay.gmail.com") =>
+        {
+            Some((defaults::GMAIL_MAX_SIZE, "Gmail's limit"))
+        }
+        Transport::Api
+            if url::Url::parse(&upstream.api_url)
+                .is_ok_and(|u| u.host_str() == Some("gmail.googleapis.com")) =>
+        {
+            Some((defaults::GMAIL_API_MAX_SIZE, "the Gmail API's limit"))
+        }
+        _ => None,
+    };
+    let Some((max, whose)) = limit else {
+        return Ok(());
+    };
+    let most = max - defaults::ADDED_HEADERS_MAX;
+    if listen.max_message_size as u64 > most {
         return invalid(
             "listen.max_message_size",
             format!(
                 "{} leaves no room for the headers the relay adds (up to {} bytes) within \
-                 Gmail's limit of {} bytes, so such messages would be accepted and then \
-                 bounced; set at most {most}, or leave it out",
+                 {whose} of {max} bytes, so such messages would be accepted and then bounced; \
+                 set at most {most}, or leave it out",
                 listen.max_message_size,
                 defaults::ADDED_HEADERS_MAX,
-                defaults::GMAIL_MAX_SIZE
             ),
         );
     }

@@ -7,7 +7,9 @@ use std::path::Path;
 
 use super::{Result, choice, duration, invalid, is_hostname, pem_file, positive, resolve, text};
 use crate::config::raw::{RawOAuth2, RawUpstream};
-use crate::config::{AuthConfig, OAuth2Config, TlsMode, UpstreamConfig, system_hostname};
+use crate::config::{
+    AuthConfig, OAuth2Config, TlsMode, Transport, UpstreamConfig, system_hostname,
+};
 use crate::secret::{Secret, SecretSource};
 
 /// Google Workspace's SMTP relay service, which refuses generic EHLO names.
@@ -55,6 +57,22 @@ pub(super) fn upstream(
         None if tls == TlsMode::Implicit => 465,
         None => 587,
     };
+    let transport = match choice(
+        &key("transport"),
+        raw.transport
+            .clone()
+            .or_else(|| Some(super::defaults::text("upstream.transport"))),
+        &["smtp", "api"],
+        " (\"api\": the Gmail API over HTTPS, where SMTP ports are blocked)",
+    )? {
+        "api" => Transport::Api,
+        _ => Transport::Smtp,
+    };
+    let api_url = raw
+        .api_url
+        .clone()
+        .unwrap_or_else(|| super::defaults::text("upstream.api_url"));
+    check_endpoint(&api_url).or_else(|why| invalid(&key("api_url"), why))?;
     let auth_name = choice(
         &key("auth"),
         raw.auth
@@ -63,6 +81,23 @@ pub(super) fn upstream(
         &["password", "xoauth2", "none", "service-account"],
         "",
     )?;
+    if transport == Transport::Api && !matches!(auth_name, "xoauth2" | "service-account") {
+        let why = if auth_name == "none" {
+            "the Gmail API needs OAuth2; \"none\" is for the Workspace SMTP relay service"
+        } else {
+            "Google's API does not take app passwords"
+        };
+        return invalid(
+            &key("transport"),
+            format!(
+                "is \"api\" but {} = {auth_name:?}: {why}; set {} = \"xoauth2\" and run \
+                 `gmail-relay oauth authorize` (the same refresh token works for SMTP and the \
+                 API), or use a service account (\"service-account\")",
+                key("auth"),
+                key("auth")
+            ),
+        );
+    }
     let impersonate_sender = raw.impersonate_sender.unwrap_or(false);
     if impersonate_sender && auth_name != "service-account" {
         return invalid(
@@ -245,6 +280,8 @@ pub(super) fn upstream(
         )
         .map_err(|(_, m)| (key("max_recipients_per_message"), m))?,
         pipelining: super::flag("upstream.pipelining", raw.pipelining),
+        transport,
+        api_url,
         timeout: duration("upstream.timeout", raw.timeout).map_err(|(_, m)| (key("timeout"), m))?,
         idle_timeout: duration("upstream.idle_timeout", raw.idle_timeout)
             .map_err(|(_, m)| (key("idle_timeout"), m))?,

@@ -59,10 +59,7 @@ impl Courier for Arc<Scripted> {
             },
             Some(Answer::Pause(kind)) => Report::paused(
                 recipients.len(),
-                Pause {
-                    kind,
-                    reason: format!("scripted {kind:?}"),
-                },
+                Pause::new(kind, format!("scripted {kind:?}")),
             ),
             Some(Answer::Panic) => panic!("scripted panic in an attempt"),
             None => Report {
