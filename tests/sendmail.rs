@@ -192,3 +192,18 @@ async fn a_recipient_the_relay_refuses_is_ex_noperm_and_minus_bp_lists_the_queue
     assert!(run.stdout.contains("held@example.com"), "{}", run.stdout);
     relay.stop().await;
 }
+
+/// Packages run `newaliases` after touching /etc/aliases (as with Postfix); with no alias
+/// database it must succeed without a config or a running relay, or their install fails.
+#[test]
+fn the_binary_called_newaliases_does_nothing_and_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("newaliases");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_gmail-relay"), &link).unwrap();
+    let out = std::process::Command::new(&link)
+        .env("GMAIL_RELAY_CONFIG", dir.path().join("missing.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
+}

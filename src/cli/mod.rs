@@ -1,5 +1,6 @@
 //! The subcommands' implementations; `main.rs` parses the command line and dispatches here.
 
+pub mod args;
 pub mod health;
 pub mod oauth;
 pub mod queue;

@@ -4,102 +4,10 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-use clap::{Args, Subcommand};
 use gmail_relay::control::{self, Reply, Request};
-use gmail_relay::spool::QueueId;
 
 use super::EXIT_CONFIG;
-
-/// Arguments of `gmail-relay queue`.
-#[derive(Args)]
-pub struct QueueArgs {
-    /// The configuration file [default: $GMAIL_RELAY_CONFIG, else /etc/gmail-relay/relay.toml].
-    #[arg(long, short = 'c', value_name = "FILE", global = true)]
-    config: Option<std::path::PathBuf>,
-    /// Print JSON (one object) instead of text.
-    #[arg(long, global = true)]
-    json: bool,
-    #[command(subcommand)]
-    command: QueueCommand,
-}
-
-#[derive(Subcommand)]
-enum QueueCommand {
-    /// List queued and failed messages, with the state of delivery (like mailq).
-    List,
-    /// Show one message: envelope, recipients, history and headers.
-    Show {
-        /// The queue id.
-        #[arg(value_parser = parse_id)]
-        id: QueueId,
-        /// Print the whole message, not only its headers.
-        #[arg(long)]
-        body: bool,
-    },
-    /// Attempt a message now (or --all); a delivery pause is probed now.
-    Retry {
-        /// The queue id.
-        #[arg(value_parser = parse_id, required_unless_present = "all", conflicts_with = "all")]
-        id: Option<QueueId>,
-        /// Every queued message that is not held.
-        #[arg(long)]
-        all: bool,
-    },
-    /// Delete a message from the queue or the failed area (or every --failed one).
-    Delete {
-        /// The queue id.
-        #[arg(value_parser = parse_id, required_unless_present = "failed", conflicts_with = "failed")]
-        id: Option<QueueId>,
-        /// Every message in the failed area.
-        #[arg(long)]
-        failed: bool,
-    },
-    /// Keep a queued message from being attempted until it is released.
-    Hold {
-        /// The queue id.
-        #[arg(value_parser = parse_id)]
-        id: QueueId,
-    },
-    /// Let a held message be attempted again.
-    Release {
-        /// The queue id.
-        #[arg(value_parser = parse_id)]
-        id: QueueId,
-    },
-    /// Move a failed message (or --all of them) back into the queue, due now; with
-    /// --account, send it (failed or queued) through that account from now on.
-    Requeue {
-        /// The queue id.
-        #[arg(value_parser = parse_id, required_unless_present = "all", conflicts_with = "all")]
-        id: Option<QueueId>,
-        /// Every message in the failed area.
-        #[arg(long)]
-        all: bool,
-        /// The account to send it through (a name from the config: default, or NAME of
-        /// [accounts.NAME]).
-        #[arg(long, value_name = "NAME")]
-        account: Option<String>,
-    },
-    /// One line: is delivery running or paused, and why.
-    Status,
-}
-
-fn parse_id(text: &str) -> Result<QueueId, String> {
-    QueueId::parse(text).ok_or_else(|| {
-        format!("{text:?} is not a queue id (16 lowercase hex digits, as `queue list` shows)")
-    })
-}
-
-impl QueueArgs {
-    /// `mailq` (and `sendmail -bp`): list the queue.
-    pub fn mailq_with(config: Option<std::path::PathBuf>) -> QueueArgs {
-        QueueArgs {
-            config,
-            json: false,
-            command: QueueCommand::List,
-        }
-    }
-}
+use super::args::{QueueArgs, QueueCommand};
 
 /// Runs a queue command; exit 0 done, 1 failed, 2 config, 3 no such message, 4 busy.
 pub fn run(args: QueueArgs) -> ExitCode {

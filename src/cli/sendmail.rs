@@ -18,7 +18,7 @@ pub fn run(args: Vec<String>) -> ExitCode {
     }
     let path = config_path(inv.config.clone());
     if inv.mode == Mode::ListQueue {
-        return super::queue::run(super::queue::QueueArgs::mailq_with(Some(path)));
+        return super::queue::run(super::args::QueueArgs::mailq_with(Some(path)));
     }
     let local = match super::local_config(Some(path.clone()), "sendmail", EX_CONFIG) {
         Ok(l) => l,
