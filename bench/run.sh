@@ -2,7 +2,7 @@
 # bench/run.sh - measure gmail-relay (and optionally Postfix) with the shared harness.
 #
 #   bench/run.sh [--quick] [--runs N] [--postfix] [--only LIST] [--cold]
-#                [--no-chunking | --also-no-chunking]
+#                [--no-chunking | --also-no-chunking] [--api]
 #
 # Builds the release binary, then runs ../shared/bench/run.sh (override with BENCH_HARNESS)
 # against gmail-relay through the harness's generic adapter, and with --postfix against Postfix
@@ -20,6 +20,8 @@
 # --no-chunking starts upstream.py without CHUNKING (the relay then pipelines MAIL/RCPT/DATA and
 # sends the message after the 354: two round trips), labelled gmail-relay-nochunking;
 # --also-no-chunking measures that too, after the rest, in the same invocation and table.
+# --api adds the drain through the Gmail API transport (transport = "api") against
+# bench/fake-gmail-api.py, whose answers wait the same 0 and 20 ms.
 # --cold adds the cold-start row (bench/cold-start.py): the first message through a freshly
 # started relay at 20 ms per reply, TCP + TLS + EHLO + AUTH + message, in round trips.
 set -euo pipefail
@@ -28,13 +30,14 @@ repo=$(cd "$here/.." && pwd)
 harness=${BENCH_HARNESS:-$repo/../shared/bench}
 [[ -x $harness/run.sh ]] || { echo "bench/run.sh: no harness at $harness (set BENCH_HARNESS)" >&2; exit 2; }
 
-args=() postfix=0 upargs=() label=gmail-relay cold=0 runs=3 also_no_chunking=0
+args=() postfix=0 upargs=() label=gmail-relay cold=0 runs=3 also_no_chunking=0 api=0
 while (($#)); do
   case $1 in
     --postfix) postfix=1; shift ;;
     --no-chunking) upargs+=(--no-chunking); label=gmail-relay-nochunking; shift ;;
     --cold) cold=1; shift ;;
     --also-no-chunking) also_no_chunking=1; shift ;;
+    --api) api=1; shift ;;
     --runs) args+=("$1" "$2"); runs=$2; shift 2 ;;
     --quick) args+=(--quick); shift ;;
     --only) args+=("$1" "$2"); shift 2 ;;
@@ -110,6 +113,21 @@ if ((also_no_chunking)); then
   (cd "$harness" && ./run.sh "${args[@]}" --upstream-dir "$updir" --label gmail-relay-nochunking \
     --out "$out/gmail-relay-nochunking" ./targets/command.sh)
   reports+=("$out/gmail-relay-nochunking/results.jsonl")
+fi
+if ((api)); then
+  # The Gmail API transport: the same drain against bench/fake-gmail-api.py (HTTP/1.1,
+  # each answer after the delay), whose state dir follows upstream.py's contract.
+  stop_upstream
+  updir=$out/upstream-api
+  mkdir -p "$updir"
+  BENCH_HARNESS=$harness "$uppy" "$here/fake-gmail-api.py" --state-dir "$updir" --port 2443 --token-port 2444 \
+    >"$updir/out.log" 2>&1 &
+  uppid=$!
+  for _ in $(seq 1 100); do [[ -s $updir/ready ]] && break; sleep 0.1; done
+  [[ -s $updir/ready ]] || { echo "bench/run.sh: fake-gmail-api.py did not start" >&2; cat "$updir/out.log" >&2; exit 1; }
+  (cd "$harness" && RELAY_API_URL=https://127.0.0.1:2443 RELAY_TOKEN_URL=http://127.0.0.1:2444/token ./run.sh --runs "$runs" --only drain \
+    --upstream-dir "$updir" --label gmail-relay-api --out "$out/gmail-relay-api" ./targets/command.sh)
+  reports+=("$out/gmail-relay-api/results.jsonl")
 fi
 python3 "$harness/bench.py" report "${reports[@]}" --md "$out/table.md"
 [[ -f $out/cold.md ]] && cat "$out/cold.md" | tee -a "$out/table.md"

@@ -5,7 +5,8 @@
 # TARGET_SPOOL and, for relay mode, UPSTREAM_HOST/PORT/USER/PASS/CA.
 #
 #   intake  accept and queue durably, deliver nothing (delivery.hold = true)
-#   relay   forward to the harness's fake Gmail over STARTTLS + AUTH PLAIN
+#   relay   forward to the harness's fake Gmail over STARTTLS + AUTH PLAIN; with RELAY_API_URL,
+#           upload to bench/fake-gmail-api.py at that URL instead (transport = "api", XOAUTH2)
 set -euo pipefail
 mode=$1
 bin=${GMAIL_RELAY_BIN:?set GMAIL_RELAY_BIN}
@@ -17,7 +18,20 @@ cfg=$TARGET_STATE/$mode.toml
   echo "[queue]"
   echo "dir = \"$TARGET_SPOOL\""
   echo "[upstream]"
-  if [[ $mode == relay ]]; then
+  if [[ $mode == relay && -n ${RELAY_API_URL:-} ]]; then
+    # The Gmail API transport, against bench/fake-gmail-api.py (its /token included).
+    echo "transport = \"api\""
+    echo "api_url = \"$RELAY_API_URL\""
+    echo "ca_file = \"$UPSTREAM_CA\""
+    echo "username = \"bench@example.com\""
+    echo "auth = \"xoauth2\""
+    echo "max_connections = ${RELAY_MAX_CONNECTIONS:-16}"
+    echo "[upstream.oauth2]"
+    echo "client_id = \"bench\""
+    echo "client_secret = \"bench\""
+    echo "refresh_token = \"1//bench\""
+    echo "token_url = \"${RELAY_TOKEN_URL:-$RELAY_API_URL/token}\""
+  elif [[ $mode == relay ]]; then
     echo "host = \"$UPSTREAM_HOST\""
     echo "port = $UPSTREAM_PORT"
     echo "tls = \"starttls\""
@@ -32,5 +46,6 @@ cfg=$TARGET_STATE/$mode.toml
   echo "[log]"
   echo "level = \"${RELAY_LOG_LEVEL:-info}\""
 } >"$cfg"
-export GMAIL_RELAY__UPSTREAM__PASSWORD=${UPSTREAM_PASS:-unused-in-intake-mode}
+[[ -n ${RELAY_API_URL:-} && $mode == relay ]] \
+  || export GMAIL_RELAY__UPSTREAM__PASSWORD=${UPSTREAM_PASS:-unused-in-intake-mode}
 exec "$bin" serve --config "$cfg"
