@@ -18,6 +18,8 @@
 //! - [`daemon`]: prepares a configuration (credentials, TLS contexts), start-up order, reload
 //!   and shutdown; wires the rest together.
 //! - [`control`]: the queue commands, through the control socket or on a stopped spool.
+//! - [`cluster`]: send budgets and pauses shared with other replicas through Redis; the
+//!   courier the scheduler delivers through when replicas share accounts.
 //! - [`sendmail`]: the sendmail interface, a local client of the intake.
 //! - [`intake`]: SMTP listeners and sessions; answers 250 only after the spool commit.
 //! - [`policy`]: who may relay and within which limits (pure decisions).
@@ -46,6 +48,7 @@
 
 pub mod auth;
 pub mod bounce;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod daemon;

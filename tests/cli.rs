@@ -209,3 +209,48 @@ fn the_systemd_and_container_configs_check_out() {
     );
     assert!(stdout.contains("0.0.0.0:2525") && stdout.contains("172.30.0.0/24"));
 }
+
+/// What `docker/replicas-compose.yml` sets in a replica's environment loads, and `check` says
+/// whether the shared Redis answers (here it does not: a closed loopback port stands in for
+/// `valkey:6379`, which would need DNS) without failing, since a replica runs without it.
+#[test]
+fn the_replicas_compose_example_checks_out_and_reports_its_redis() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let compose = std::fs::read_to_string(root.join("docker/replicas-compose.yml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("gmail-password");
+    std::fs::write(&secret, "abcd efgh ijkl mnop").unwrap();
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let redis = format!("redis://127.0.0.1:{closed}/0");
+    let mut env: Vec<(String, String)> = compose
+        .lines()
+        .filter_map(|l| l.trim().split_once(": "))
+        .filter(|(k, _)| k.starts_with("GMAIL_RELAY__"))
+        .map(|(k, v)| (k.to_owned(), v.trim_matches('"').to_owned()))
+        .collect();
+    assert!(env.len() >= 6, "the example's environment: {env:?}");
+    for (k, v) in &mut env {
+        match k.as_str() {
+            "GMAIL_RELAY__UPSTREAM__PASSWORD_FILE" => *v = secret.to_str().unwrap().to_owned(),
+            "GMAIL_RELAY__CLUSTER__REDIS_URL" => *v = redis.clone(),
+            _ => {}
+        }
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let config = root.join("docker/relay.toml");
+    let out = run(&["check", "--config", config.to_str().unwrap()], &env);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("cluster: Redis at {redis} cannot be reached")),
+        "{stdout}"
+    );
+}

@@ -84,8 +84,26 @@ pub fn check(path: &Path, upstream: bool, as_sender: Option<&str>) -> ExitCode {
             println!("  upstream: {what}");
         }
     }
+    // The Redis the replicas share: reachable or not (a replica runs without it, so this
+    // fails the check only with --upstream).
+    let mut cluster_failed = false;
+    if let Some(c) = &cfg.cluster {
+        let policy = gmail_relay::scheduler::RetryPolicy::new(&cfg.queue, &cfg.delivery);
+        let reached = std::cell::Cell::new(false);
+        let checked = super::with_runtime(async {
+            let cluster = gmail_relay::cluster::Cluster::new(c, policy, observe::Metrics::new())?;
+            let said = cluster.check().await;
+            reached.set(said.is_ok());
+            println!("  cluster: {}", said.unwrap_or_else(|why| why));
+            Ok(())
+        });
+        cluster_failed = checked != ExitCode::SUCCESS || !reached.get();
+    }
     if !upstream {
         return ExitCode::SUCCESS;
+    }
+    if cluster_failed {
+        return ExitCode::FAILURE;
     }
     // `--as`: the account that carries this sender must log in as each sender.
     let as_account = match as_sender {

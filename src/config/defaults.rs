@@ -57,6 +57,7 @@ pub const TABLE: &[(&str, &str)] = &[
         "upstream.oauth2.auth_url",
         r#""https://accounts.google.com/o/oauth2/v2/auth""#,
     ),
+    ("cluster.key_prefix", r#""gmail-relay""#),
     ("delivery.hold", "false"),
     ("delivery.auth_pause_min", r#""1m""#),
     ("delivery.auth_pause_max", r#""30m""#),

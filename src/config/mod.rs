@@ -45,6 +45,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[metrics]`: the health and metrics endpoint.
     pub metrics: MetricsConfig,
+    /// `[cluster]`: budgets and pauses shared with other replicas through Redis.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Config {

@@ -29,6 +29,27 @@ pub(super) struct Raw {
     pub metrics: RawMetrics,
     #[serde(default)]
     pub sendmail: RawSendmail,
+    pub cluster: Option<RawCluster>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    pub redis_url: Option<String>,
+    pub redis_password: Option<String>,
+    pub redis_password_file: Option<String>,
+    pub key_prefix: Option<String>,
+    pub replicas: Option<u64>,
+    pub replica: Option<String>,
+}
+
+impl std::fmt::Debug for RawCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawCluster")
+            .field("redis_url", &self.redis_url)
+            .field("replicas", &self.replicas)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

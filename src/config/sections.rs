@@ -489,3 +489,20 @@ pub struct LogConfig {
     /// Output format.
     pub format: LogFormat,
 }
+
+/// `[cluster]`: replicas of the relay that share their accounts' send budgets and pauses
+/// through Redis (each keeps its own spool).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// `redis://host:port/db` or `rediss://` (TLS), without a password.
+    pub redis_url: String,
+    /// The Redis password (AUTH), if any.
+    pub password: Option<SecretSource>,
+    /// Prefix of every key, so several fleets can share one Redis.
+    pub key_prefix: String,
+    /// How many replicas share the accounts: a replica that cannot reach Redis sends at most
+    /// its share (what was left of the budget, divided by this).
+    pub replicas: u32,
+    /// This replica's name, shown with a pause it found.
+    pub replica: String,
+}

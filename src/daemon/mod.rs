@@ -35,6 +35,7 @@ mod prepare;
 
 pub use prepare::{PrepareError, Prepared, prepare};
 
+use crate::cluster::{Cluster, SharedAccount, SharedCourier};
 use crate::config::Config;
 use crate::control;
 use crate::delivery::{Rewrite, Upstreams};
@@ -59,6 +60,9 @@ pub enum StartError {
     /// The control socket could not be created.
     #[error(transparent)]
     Control(#[from] control::BindError),
+    /// The cluster's Redis settings are unusable.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// A listen address could not be bound.
     #[error("cannot listen on {addr} ({key}): {source}{}", bind_hint(*addr, source))]
     Bind {
@@ -106,6 +110,26 @@ struct Live {
     upstreams: Upstreams,
     scheduler: scheduler::Handle,
     metrics: Metrics,
+    cluster: Option<Cluster>,
+}
+
+/// The accounts as the cluster shares them: by username (or name and host), with their
+/// budgets.
+fn shared_accounts(config: &Config) -> Vec<SharedAccount> {
+    config
+        .accounts
+        .iter()
+        .map(|a| SharedAccount {
+            name: a.name().to_owned(),
+            key: if a.upstream.username.is_empty() {
+                format!("{}@{}", a.name(), a.upstream.host)
+            } else {
+                a.upstream.username.to_lowercase()
+            },
+            per_minute: a.max_per_minute,
+            per_day: a.max_per_day,
+        })
+        .collect()
 }
 
 /// The scheduler's settings from a configuration.
@@ -164,6 +188,28 @@ impl Daemon {
             "spool open"
         );
         let control = control::bind(&config.queue.dir)?;
+        let cluster = match &config.cluster {
+            Some(c) => {
+                let policy = RetryPolicy::new(&config.queue, &config.delivery);
+                let cluster = Cluster::new(c, policy, metrics.clone())?;
+                let records =
+                    scheduler::budget::Records::parse(opened.spool.load_budget().await.as_deref());
+                let sent = config
+                    .accounts
+                    .iter()
+                    .map(|a| (a.name().to_owned(), records.sends(a.name())))
+                    .collect();
+                cluster.set_accounts(shared_accounts(&config), &sent);
+                tracing::info!(
+                    redis = %c.redis_url,
+                    replicas = c.replicas,
+                    replica = %c.replica,
+                    "sharing the accounts' budgets and pauses with the other replicas"
+                );
+                Some(cluster)
+            }
+            None => None,
+        };
 
         let close_upstream = CancellationToken::new();
         let mut daemon = Daemon {
@@ -181,10 +227,16 @@ impl Daemon {
             live: None,
         };
 
+        if let Some(cluster) = &cluster {
+            let (cluster, stop) = (cluster.clone(), daemon.stop.clone());
+            daemon
+                .tracker
+                .spawn(async move { cluster.maintain(stop).await });
+        }
         let (scheduler, commands) = scheduler::Handle::new();
         daemon.tracker.spawn(scheduler::run(
             opened.spool.clone(),
-            upstreams.clone(),
+            SharedCourier::new(upstreams.clone(), cluster.clone()),
             scheduler_settings(&config, &metrics),
             opened.recovered,
             opened.committed,
@@ -209,6 +261,7 @@ impl Daemon {
                     upstreams,
                     scheduler,
                     metrics,
+                    cluster,
                 });
             }
             Err(e) => {
@@ -331,6 +384,9 @@ impl Daemon {
         // A pause may be over once an account's settings or credentials change: those are
         // probed now rather than at the end of a backoff of up to half an hour.
         let changed = live.upstreams.reconfigure(upstreams);
+        if let Some(cluster) = &live.cluster {
+            cluster.set_accounts(shared_accounts(&new), &Default::default());
+        }
         live.scheduler
             .reload(scheduler_settings(&new, &live.metrics), changed);
         let mut old = live.config.lock().expect("config lock");
@@ -387,6 +443,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         "upstream.max_connections",
     );
     check(old.metrics != new.metrics, "metrics.addr");
+    check(old.cluster != new.cluster, "cluster");
     check(
         old.log.level != new.log.level || old.log.format != new.log.format,
         "log",

@@ -118,6 +118,9 @@ pub enum PauseKind {
     /// The upstream asks for less for a while (the Gmail API's 429, `rateLimitExceeded`),
     /// usually saying until when.
     RateLimited,
+    /// The account's send budget shared with other replicas (`[cluster]`) is spent until the
+    /// pause's `until`.
+    Budget,
 }
 
 /// A reason to stop all delivery, with the upstream's words.
@@ -151,6 +154,7 @@ impl std::fmt::Display for Pause {
             PauseKind::Credentials => "upstream refused the login",
             PauseKind::Quota => "sending quota spent",
             PauseKind::RateLimited => "upstream rate limit",
+            PauseKind::Budget => "shared send budget spent",
         };
         write!(f, "{what}: {}", self.reason)
     }

@@ -26,7 +26,7 @@ use super::{Metrics, Snapshot};
 pub struct PauseInfo {
     /// The paused account.
     pub account: String,
-    /// "unreachable", "tls", "credentials", "quota" or "rate".
+    /// "unreachable", "tls", "credentials", "quota", "rate" or "budget".
     pub cause: String,
     /// The upstream's words.
     pub reason: String,

@@ -51,6 +51,8 @@ struct Inner {
     oldest: Gauge<f64, AtomicU64>,
     paused: Family<AccountLabels, Gauge>,
     budget: Family<AccountLabels, Gauge>,
+    cluster_up: Gauge,
+    cluster_fallbacks: Counter,
     registry: Registry,
 }
 
@@ -85,7 +87,14 @@ pub struct AccountSnapshot {
 }
 
 /// The causes a pause can have, each with its own series.
-const CAUSES: [&str; 5] = ["unreachable", "tls", "credentials", "quota", "rate"];
+const CAUSES: [&str; 6] = [
+    "unreachable",
+    "tls",
+    "credentials",
+    "quota",
+    "rate",
+    "budget",
+];
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -116,6 +125,8 @@ impl Metrics {
         let oldest = Gauge::<f64, AtomicU64>::default();
         let paused = Family::<AccountLabels, Gauge>::default();
         let budget = Family::<AccountLabels, Gauge>::default();
+        let cluster_up = Gauge::default();
+        let cluster_fallbacks = Counter::default();
         registry.register(
             "messages_received",
             "Messages acknowledged with 250 and queued",
@@ -171,13 +182,24 @@ impl Metrics {
         );
         registry.register(
             "delivery_paused",
-            "1 while the account is paused for this cause (unreachable, tls, credentials, quota, rate)",
+            "1 while the account is paused for this cause (unreachable, tls, credentials, quota, rate, budget)",
             paused.clone(),
         );
         registry.register(
             "send_budget_remaining",
             "Recipients the account may still send in the window (minute, day), when limited",
             budget.clone(),
+        );
+        registry.register(
+            "cluster_redis_up",
+            "1 while the Redis the replicas share ([cluster]) answers, 0 while this replica sends \
+             within its own share",
+            cluster_up.clone(),
+        );
+        registry.register(
+            "cluster_redis_losses",
+            "Times this replica lost Redis and fell back to its share of the budgets",
+            cluster_fallbacks.clone(),
         );
         Metrics {
             inner: Arc::new(Inner {
@@ -193,6 +215,8 @@ impl Metrics {
                 oldest,
                 paused,
                 budget,
+                cluster_up,
+                cluster_fallbacks,
                 registry,
             }),
         }
@@ -261,6 +285,16 @@ impl Metrics {
             .transactions
             .get_or_create(&of(account, &[("transport", "api"), ("http", http)]))
             .inc();
+    }
+
+    /// Whether the cluster's Redis answers.
+    pub fn cluster_up(&self, up: bool) {
+        self.inner.cluster_up.set(i64::from(up));
+    }
+
+    /// The replica lost Redis.
+    pub fn cluster_fallback(&self) {
+        self.inner.cluster_fallbacks.inc();
     }
 
     /// The upstream accepted a message `waited` after it was acknowledged.

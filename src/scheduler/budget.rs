@@ -85,6 +85,14 @@ impl Records {
             .map(|s| serde_json::to_vec(s).expect("serialisable"))
     }
 
+    /// The sends recorded for `account`: (Unix second, recipients).
+    pub fn sends(&self, account: &str) -> Vec<(u64, u32)> {
+        self.accounts
+            .get(account)
+            .map(|s| s.sends.clone())
+            .unwrap_or_default()
+    }
+
     /// Sets the record of `account` (a [`SendBudget::save`]). Records whose last send is more
     /// than a day older than this one's limit nothing any more and are forgotten: senders' own
     /// mailboxes come and go, and `rate.json` must not keep every one ever seen.

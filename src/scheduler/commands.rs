@@ -126,6 +126,7 @@ pub fn cause_name(kind: PauseKind) -> &'static str {
         PauseKind::Credentials => "credentials",
         PauseKind::Quota => "quota",
         PauseKind::RateLimited => "rate",
+        PauseKind::Budget => "budget",
     }
 }
 

@@ -40,7 +40,7 @@
 //! bounded by the upstream timeouts; the daemon's grace period bounds the whole).
 
 mod attempt;
-mod budget;
+pub(crate) mod budget;
 mod commands;
 mod lanes;
 mod pause;

@@ -51,9 +51,10 @@ impl RetryPolicy {
     /// `auth_pause_max` for refused credentials, `quota_pause` between quota probes.
     pub fn pause(&self, kind: PauseKind, failures: u32, jitter: f64) -> Duration {
         match kind {
-            PauseKind::Unreachable | PauseKind::Tls | PauseKind::RateLimited => {
-                self.delay(failures, jitter)
-            }
+            PauseKind::Unreachable
+            | PauseKind::Tls
+            | PauseKind::RateLimited
+            | PauseKind::Budget => self.delay(failures, jitter),
             PauseKind::Credentials => {
                 backoff(self.auth_pause_min, self.auth_pause_max, failures, jitter)
             }

@@ -7,6 +7,7 @@ pub mod certs;
 pub mod dialog;
 pub mod gmail_api;
 pub mod logs;
+pub mod redis;
 pub mod service_key;
 pub mod token;
 pub mod upstream;

@@ -5,6 +5,7 @@ use std::time::Duration;
 use super::*;
 
 mod accounts;
+mod cluster;
 mod service_account;
 use crate::secret::SecretSource;
 

@@ -3,6 +3,7 @@
 //! value checks they share are here. Missing values come from [`super::defaults`].
 
 mod accounts;
+mod cluster;
 mod delivery;
 mod listen;
 mod upstream;
@@ -31,6 +32,15 @@ pub(super) fn validate(raw: Raw, base: &Path) -> Result<Config> {
         delivery: delivery::delivery(raw.delivery)?,
         log: delivery::log(raw.log)?,
         metrics: delivery::metrics(raw.metrics)?,
+        cluster: None,
+    };
+    let hostname = config.listen.hostname.clone();
+    let config = Config {
+        cluster: raw
+            .cluster
+            .map(|c| cluster::cluster(c, base, &hostname))
+            .transpose()?,
+        ..config
     };
     delivery::admin_address(raw.sendmail.admin_address)?;
     for account in &config.accounts {

@@ -1,0 +1,256 @@
+//! The link to Redis: noticing it go and come back, adding the sends made meanwhile to the
+//! shared count, adding this replica's recent sends back when Redis lost its data (a new
+//! epoch), the heartbeat that does both when the replica is idle, and `check`'s probe.
+//!
+//! Invariant: `State::up` changes only here, and each change is logged once and mirrored in
+//! the `cluster_redis_up` metric.
+
+use super::*;
+
+impl Cluster {
+    /// Adds this replica's own sends of the last day back under `epoch` (Redis started
+    /// afresh), and says so.
+    pub(super) async fn reseed(&self, epoch: &str) -> Result<(), redis::RedisError> {
+        let now = now_ms();
+        let mut pipe = redis::pipe();
+        let (count, keys) = {
+            let state = self.inner.state.lock().expect("cluster state");
+            let mut count = 0;
+            for (key, ks) in &state.keys {
+                let budget = self.key("budget", key);
+                for (at, member) in ks.history.iter().chain(&ks.unsynced) {
+                    if at + DAY_MS > now {
+                        pipe.cmd("ZADD")
+                            .arg(&budget)
+                            .arg("NX")
+                            .arg(*at)
+                            .arg(member)
+                            .ignore();
+                        count += 1;
+                    }
+                }
+                pipe.cmd("PEXPIRE")
+                    .arg(&budget)
+                    .arg(DAY_MS + 60_000)
+                    .ignore();
+            }
+            (count, state.keys.len())
+        };
+        pipe.cmd("SADD")
+            .arg(format!("{}:reseeded", self.inner.prefix))
+            .arg(&self.inner.replica)
+            .ignore();
+        let mut conn = self.inner.conn.clone();
+        timed(pipe.query_async::<()>(&mut conn)).await?;
+        let mut state = self.inner.state.lock().expect("cluster state");
+        let first = state.epoch.is_none();
+        state.epoch = Some(epoch.to_owned());
+        for ks in state.keys.values_mut() {
+            ks.unsynced.clear();
+            ks.fallback = None;
+        }
+        if !first || count > 0 {
+            tracing::warn!(
+                epoch,
+                sends = count,
+                accounts = keys,
+                "Redis holds no record of the replicas' recent sends (it started afresh, or \
+                 lost its data); this replica added its own back"
+            );
+        }
+        Ok(())
+    }
+
+    /// Redis answered: when it had not, add the sends made meanwhile to the shared count.
+    pub(super) async fn available(&self) {
+        let (was, catch_up): (_, Vec<(String, Sends)>) = {
+            let mut state = self.inner.state.lock().expect("cluster state");
+            let was = state.up.replace(true);
+            if was == Some(true) {
+                return;
+            }
+            let catch_up = state
+                .keys
+                .iter_mut()
+                .map(|(k, ks)| {
+                    ks.fallback = None;
+                    (k.clone(), std::mem::take(&mut ks.unsynced))
+                })
+                .filter(|(_, u)| !u.is_empty())
+                .collect();
+            (was, catch_up)
+        };
+        self.inner.metrics.cluster_up(true);
+        if catch_up.is_empty() {
+            // (Redis refuses an empty pipeline.)
+            if was == Some(false) {
+                tracing::info!(
+                    redis = %self.inner.url,
+                    "Redis answers again: the shared budgets and pauses are back in force"
+                );
+            }
+            return;
+        }
+        let mut pipe = redis::pipe();
+        let mut count = 0;
+        for (key, sends) in &catch_up {
+            for (at, member) in sends {
+                pipe.cmd("ZADD")
+                    .arg(self.key("budget", key))
+                    .arg("NX")
+                    .arg(*at)
+                    .arg(member)
+                    .ignore();
+                count += count_of(member);
+            }
+        }
+        let mut conn = self.inner.conn.clone();
+        match timed(pipe.query_async::<()>(&mut conn)).await {
+            Ok(()) => tracing::info!(
+                redis = %self.inner.url,
+                recipients = count,
+                "Redis answers again: the shared budgets and pauses are back in force (the \
+                 sends made meanwhile are counted)"
+            ),
+            Err(e) => {
+                // Put them back for the next time.
+                let mut state = self.inner.state.lock().expect("cluster state");
+                for (key, sends) in catch_up {
+                    state.keys.entry(key).or_default().unsynced.extend(sends);
+                }
+                drop(state);
+                self.unavailable(&e);
+            }
+        }
+    }
+
+    pub(super) fn unavailable(&self, e: &redis::RedisError) {
+        let was = self
+            .inner
+            .state
+            .lock()
+            .expect("cluster state")
+            .up
+            .replace(false);
+        if was == Some(false) {
+            return; // said once
+        }
+        self.inner.metrics.cluster_up(false);
+        self.inner.metrics.cluster_fallback();
+        {
+            tracing::warn!(
+                redis = %self.inner.url,
+                error = %e,
+                replicas = self.inner.replicas,
+                "Redis cannot be reached: mail is still accepted and delivered, each account \
+                 within this replica's share of its send budget (what was left, divided by \
+                 cluster.replicas), and pauses are no longer shared until it is back"
+            );
+        }
+    }
+
+    /// Checks on Redis every few seconds until `cancel`: reconnects, adds the sends made while
+    /// it was away, and notices when it started afresh.
+    pub async fn maintain(&self, cancel: CancellationToken) {
+        loop {
+            match self.join_epoch().await {
+                Ok(()) => {
+                    self.available().await;
+                    self.refresh_counts().await;
+                }
+                Err(e) => self.unavailable(&e),
+            }
+            // While Redis is away, look sooner: the shared budget is the better one.
+            let down = self.inner.state.lock().expect("cluster state").up == Some(false);
+            let pause = if down { HEARTBEAT / 5 } else { HEARTBEAT };
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// Makes sure this replica's recent sends are in the current epoch's count: starts an
+    /// epoch when Redis holds none (it started afresh, or lost its data) and adds them back
+    /// when this replica has not yet. Done on every heartbeat, so an idle replica does its
+    /// part at once rather than at its next attempt, and the others wait less.
+    async fn join_epoch(&self) -> Result<(), redis::RedisError> {
+        let mut conn = self.inner.conn.clone();
+        let (epoch, joined): (String, i64) = timed(
+            self.inner
+                .epoch
+                .key(format!("{}:epoch", self.inner.prefix))
+                .key(format!("{}:reseeded", self.inner.prefix))
+                .arg(format!("{}:{}", nonce(), now_ms()))
+                .arg(&self.inner.replica)
+                .invoke_async(&mut conn),
+        )
+        .await?;
+        if joined == 0 {
+            self.reseed(&epoch).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads every account's shared counts, so the share used if Redis goes away is of what
+    /// was really left.
+    async fn refresh_counts(&self) {
+        let keys: Vec<String> = {
+            let state = self.inner.state.lock().expect("cluster state");
+            state
+                .accounts
+                .values()
+                .filter(|a| a.per_minute.is_some() || a.per_day.is_some())
+                .map(|a| a.key.clone())
+                .collect()
+        };
+        for key in keys {
+            let mut conn = self.inner.conn.clone();
+            let counts: Result<(u32, u32), _> = timed(
+                self.inner
+                    .count
+                    .key(self.key("budget", &key))
+                    .arg(now_ms())
+                    .invoke_async(&mut conn),
+            )
+            .await;
+            match counts {
+                Ok((minute, day)) => self.note_seen(&key, &minute.to_string(), &day.to_string()),
+                Err(e) => return self.unavailable(&e),
+            }
+        }
+    }
+
+    /// For `gmail-relay check`: whether Redis answers, and what it holds.
+    pub async fn check(&self) -> Result<String, String> {
+        let mut conn = self.inner.conn.clone();
+        let pong: Result<String, _> = timed(redis::cmd("PING").query_async(&mut conn)).await;
+        match pong {
+            Ok(_) => {
+                let epoch: Option<String> = timed(
+                    redis::cmd("GET")
+                        .arg(format!("{}:epoch", self.inner.prefix))
+                        .query_async(&mut conn),
+                )
+                .await
+                .unwrap_or(None);
+                Ok(format!(
+                    "Redis at {} answers; {} replicas share the accounts under the key prefix \
+                     {:?}{}",
+                    self.inner.url,
+                    self.inner.replicas,
+                    self.inner.prefix,
+                    match epoch {
+                        Some(_) => "",
+                        None => " (no replica has used it yet)",
+                    }
+                ))
+            }
+            Err(e) => Err(format!(
+                "Redis at {} cannot be reached: {e}; the replicas would each send within their \
+                 share of the budgets until it can",
+                self.inner.url
+            )),
+        }
+    }
+}
