@@ -2,7 +2,7 @@
 # bench/run.sh - measure gmail-relay (and optionally Postfix) with the shared harness.
 #
 #   bench/run.sh [--quick] [--runs N] [--postfix] [--only LIST] [--cold]
-#                [--no-chunking | --also-no-chunking] [--api]
+#                [--no-chunking | --also-no-chunking] [--api] [--cluster]
 #
 # Builds the release binary, then runs ../shared/bench/run.sh (override with BENCH_HARNESS)
 # against gmail-relay through the harness's generic adapter, and with --postfix against Postfix
@@ -22,6 +22,9 @@
 # --also-no-chunking measures that too, after the rest, in the same invocation and table.
 # --api adds the drain through the Gmail API transport (transport = "api") against
 # bench/fake-gmail-api.py, whose answers wait the same 0 and 20 ms.
+# --cluster adds the drain and latency with a send budget (max_per_day = 1,000,000) counted in a
+# real redis-server on loopback ([cluster], one replica), and the same budget counted locally:
+# what sharing the budget costs per message.
 # --cold adds the cold-start row (bench/cold-start.py): the first message through a freshly
 # started relay at 20 ms per reply, TCP + TLS + EHLO + AUTH + message, in round trips.
 set -euo pipefail
@@ -30,7 +33,7 @@ repo=$(cd "$here/.." && pwd)
 harness=${BENCH_HARNESS:-$repo/../shared/bench}
 [[ -x $harness/run.sh ]] || { echo "bench/run.sh: no harness at $harness (set BENCH_HARNESS)" >&2; exit 2; }
 
-args=() postfix=0 upargs=() label=gmail-relay cold=0 runs=3 also_no_chunking=0 api=0
+args=() postfix=0 upargs=() label=gmail-relay cold=0 runs=3 also_no_chunking=0 api=0 cluster=0
 while (($#)); do
   case $1 in
     --postfix) postfix=1; shift ;;
@@ -38,6 +41,7 @@ while (($#)); do
     --cold) cold=1; shift ;;
     --also-no-chunking) also_no_chunking=1; shift ;;
     --api) api=1; shift ;;
+    --cluster) cluster=1; shift ;;
     --runs) args+=("$1" "$2"); runs=$2; shift 2 ;;
     --quick) args+=(--quick); shift ;;
     --only) args+=("$1" "$2"); shift 2 ;;
@@ -128,6 +132,26 @@ if ((api)); then
   (cd "$harness" && RELAY_API_URL=https://127.0.0.1:2443 RELAY_TOKEN_URL=http://127.0.0.1:2444/token ./run.sh --runs "$runs" --only drain \
     --upstream-dir "$updir" --label gmail-relay-api --out "$out/gmail-relay-api" ./targets/command.sh)
   reports+=("$out/gmail-relay-api/results.jsonl")
+fi
+if ((cluster)); then
+  # The same drain and latency with a budget: counted locally, then in Redis (against a fresh
+  # upstream.py, whatever ran before).
+  stop_upstream
+  updir=$out/upstream-cluster
+  start_upstream "$updir" "${upargs[@]}"
+  command -v redis-server >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null
+  redis_port=2637
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --dir "$out" \
+    >"$out/redis.log" 2>&1 &
+  redispid=$!
+  trap 'stop_upstream; kill "$redispid" 2>/dev/null || true' EXIT
+  for _ in $(seq 1 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  (cd "$harness" && RELAY_MAX_PER_DAY=1000000 ./run.sh --runs "$runs" --only latency,drain \
+    --upstream-dir "$updir" --label gmail-relay-budget --out "$out/gmail-relay-budget" ./targets/command.sh)
+  (cd "$harness" && RELAY_MAX_PER_DAY=1000000 RELAY_REDIS_URL=redis://127.0.0.1:$redis_port/0 \
+    ./run.sh --runs "$runs" --only latency,drain \
+    --upstream-dir "$updir" --label gmail-relay-cluster --out "$out/gmail-relay-cluster" ./targets/command.sh)
+  reports+=("$out/gmail-relay-budget/results.jsonl" "$out/gmail-relay-cluster/results.jsonl")
 fi
 python3 "$harness/bench.py" report "${reports[@]}" --md "$out/table.md"
 [[ -f $out/cold.md ]] && cat "$out/cold.md" | tee -a "$out/table.md"

@@ -7,6 +7,8 @@
 #   intake  accept and queue durably, deliver nothing (delivery.hold = true)
 #   relay   forward to the harness's fake Gmail over STARTTLS + AUTH PLAIN; with RELAY_API_URL,
 #           upload to bench/fake-gmail-api.py at that URL instead (transport = "api", XOAUTH2)
+#
+# RELAY_MAX_PER_DAY sets delivery.max_per_day; RELAY_REDIS_URL adds [cluster] with that Redis.
 set -euo pipefail
 mode=$1
 bin=${GMAIL_RELAY_BIN:?set GMAIL_RELAY_BIN}
@@ -43,6 +45,13 @@ cfg=$TARGET_STATE/$mode.toml
   fi
   echo "[delivery]"
   [[ $mode == intake ]] && echo "hold = true" || echo "hold = false"
+  [[ -n ${RELAY_MAX_PER_DAY:-} ]] && echo "max_per_day = $RELAY_MAX_PER_DAY"
+  if [[ -n ${RELAY_REDIS_URL:-} ]]; then
+    # One replica sharing its budget through Redis: every attempt admitted and settled there.
+    echo "[cluster]"
+    echo "redis_url = \"$RELAY_REDIS_URL\""
+    echo "replicas = 1"
+  fi
   echo "[log]"
   echo "level = \"${RELAY_LOG_LEVEL:-info}\""
 } >"$cfg"

@@ -46,6 +46,22 @@ async fn pair(
     (a, b)
 }
 
+/// Sends `a{i}@x.test` through `a` and `b{i}@x.test` through `b` for each `i`, alternating.
+async fn send_each(a: &TestRelay, b: &TestRelay, range: std::ops::Range<u32>) {
+    for i in range {
+        send(a, &format!("a{i}@x.test")).await;
+        send(b, &format!("b{i}@x.test")).await;
+    }
+}
+
+/// How many messages submitted through `replica` ('a' or 'b') reached the upstream.
+fn delivered_from(up: &FakeUpstream, replica: char) -> usize {
+    up.messages()
+        .iter()
+        .filter(|m| m.to[0].starts_with(replica))
+        .count()
+}
+
 async fn send(relay: &TestRelay, to: &str) {
     let reply = submit(relay.addr(), "app@example.com", &[to], MSG).await;
     assert!(reply.starts_with("250 2.0.0"), "{reply}");
@@ -72,18 +88,10 @@ async fn two_replicas_share_one_daily_budget_across_restarts() {
     };
     let up = FakeUpstream::start(Mode::StartTls, Script::default()).await;
     let (mut a, mut b) = pair(&up, &redis, "max_per_day = 10").await;
-    for i in 0..15 {
-        send(&a, &format!("a{i}@x.test")).await;
-        send(&b, &format!("b{i}@x.test")).await;
-    }
+    send_each(&a, &b, 0..15).await;
     up.wait_for(10, WAIT).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let from = |p: char| {
-        up.messages()
-            .iter()
-            .filter(|m| m.to[0].starts_with(p))
-            .count()
-    };
+    let from = |replica: char| delivered_from(&up, replica);
     println!(
         "delivered: {} (a: {}, b: {})",
         up.messages().len(),
@@ -205,27 +213,16 @@ async fn without_redis_each_replica_sends_its_share_and_counts_it_when_redis_is_
     };
     let up = FakeUpstream::start(Mode::StartTls, Script::default()).await;
     let (mut a, mut b) = pair(&up, &redis, "max_per_day = 10").await;
-    for i in 0..2 {
-        send(&a, &format!("a{i}@x.test")).await;
-        send(&b, &format!("b{i}@x.test")).await;
-    }
+    send_each(&a, &b, 0..2).await;
     up.wait_for(4, WAIT).await;
     // Let both replicas see the shared count (their heartbeat reads it).
     tokio::time::sleep(Duration::from_secs(6)).await;
 
     redis.stop();
-    for i in 2..12 {
-        send(&a, &format!("a{i}@x.test")).await; // still accepted
-        send(&b, &format!("b{i}@x.test")).await;
-    }
+    send_each(&a, &b, 2..12).await; // still accepted
     up.wait_for(10, WAIT).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let from = |p: char| {
-        up.messages()
-            .iter()
-            .filter(|m| m.to[0].starts_with(p))
-            .count()
-    };
+    let from = |replica: char| delivered_from(&up, replica);
     println!("without Redis: a {}, b {}", from('a'), from('b'));
     assert_eq!(
         (from('a'), from('b')),
