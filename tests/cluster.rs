@@ -272,20 +272,9 @@ async fn reservations_racing_on_the_last_units_never_overspend() {
             key_prefix: "race".into(),
             replicas: 1,
             replica: format!("r{i}"),
+            ca_file: None,
         };
-        let cluster = Cluster::new(
-            &cfg,
-            gmail_relay::scheduler::RetryPolicy {
-                min: Duration::from_secs(60),
-                max: Duration::from_secs(3600),
-                max_age: Duration::from_secs(86_400),
-                auth_pause_min: Duration::from_secs(60),
-                auth_pause_max: Duration::from_secs(1800),
-                quota_pause: Duration::from_secs(3600),
-            },
-            gmail_relay::observe::Metrics::new(),
-        )
-        .unwrap();
+        let cluster = Cluster::new(&cfg, policy(), gmail_relay::observe::Metrics::new()).unwrap();
         cluster.set_accounts(
             vec![SharedAccount {
                 name: "default".into(),
@@ -320,4 +309,136 @@ async fn reservations_racing_on_the_last_units_never_overspend() {
         granted, 5,
         "24 reservations from 8 replicas, 5 units: 5 granted"
     );
+}
+
+fn policy() -> gmail_relay::scheduler::RetryPolicy {
+    gmail_relay::scheduler::RetryPolicy {
+        min: Duration::from_secs(60),
+        max: Duration::from_secs(3600),
+        max_age: Duration::from_secs(86_400),
+        auth_pause_min: Duration::from_secs(60),
+        auth_pause_max: Duration::from_secs(1800),
+        quota_pause: Duration::from_secs(3600),
+    }
+}
+
+/// Redis over TLS with a private CA (`rediss://` and `cluster.ca_file`): the budget is shared
+/// as over plain TCP (2 of 3 delivered; the fallback share would be 1), and a client that
+/// trusts another CA is refused at the handshake and says so.
+#[tokio::test]
+async fn a_replica_reaches_redis_over_tls_trusting_its_ca_alone() {
+    let certs = common::certs::generate();
+    let Some(redis) = RedisServer::start_tls(&certs) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("redis-ca.pem");
+    std::fs::write(&ca, &certs.ca_pem).unwrap();
+    let url = format!("rediss://127.0.0.1:{}/0", redis.port);
+    let up = FakeUpstream::start(Mode::StartTls, Script::default()).await;
+    let cfg = format!(
+        "{}\n[metrics]\naddr = \"127.0.0.1:0\"\n\
+         [cluster]\nredis_url = \"{url}\"\nreplicas = 2\nreplica = \"t\"\nca_file = \"{}\"\n",
+        config_for(&up, "max_per_day = 2"),
+        ca.display()
+    );
+    let env = HashMap::from([(
+        "GMAIL_RELAY__UPSTREAM__PASSWORD".to_owned(),
+        PASSWORD.to_owned(),
+    )]);
+    let mut relay = TestRelay::start_for_tools_with_env(&cfg, env).await;
+    for i in 0..3 {
+        send(&relay, &format!("t{i}@x.test")).await;
+    }
+    up.wait_for(2, WAIT).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        up.messages().len(),
+        2,
+        "the shared budget, counted over TLS"
+    );
+    assert_eq!(
+        metric(&relay, "gmail_relay_cluster_redis_up").await,
+        "gmail_relay_cluster_redis_up 1"
+    );
+    relay.stop().await;
+
+    let other = common::certs::generate();
+    let wrong = dir.path().join("other-ca.pem");
+    std::fs::write(&wrong, &other.ca_pem).unwrap();
+    let cfg = ClusterConfig {
+        redis_url: url.clone(),
+        password: None,
+        key_prefix: "tls".into(),
+        replicas: 1,
+        replica: "x".into(),
+        ca_file: Some(wrong),
+    };
+    let cluster = Cluster::new(&cfg, policy(), gmail_relay::observe::Metrics::new()).unwrap();
+    let said = cluster.check().await.expect_err("an unknown CA is refused");
+    assert!(
+        said.contains(&url) && said.contains("cannot be reached"),
+        "{said}"
+    );
+    println!("with another CA: {said}");
+}
+
+/// The day's count kept beside the budget's set agrees with the set: a reservation settled
+/// with nothing delivered frees its unit, and a counter lost from Redis (evicted) is rebuilt
+/// from the set rather than read as zero.
+#[tokio::test]
+async fn the_shared_day_count_survives_settling_and_a_lost_counter() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let cfg = ClusterConfig {
+        redis_url: redis.url(),
+        password: None,
+        key_prefix: "count".into(),
+        replicas: 1,
+        replica: "r".into(),
+        ca_file: None,
+    };
+    let cluster = Cluster::new(&cfg, policy(), gmail_relay::observe::Metrics::new()).unwrap();
+    cluster.set_accounts(
+        vec![SharedAccount {
+            name: "default".into(),
+            key: "shared@example.com".into(),
+            per_minute: None,
+            per_day: Some(5),
+        }],
+        &HashMap::new(),
+    );
+    let go = |a: Admission| match a {
+        Admission::Go(ticket) => ticket,
+        Admission::Hold(pause) => panic!("held: {pause:?}"),
+    };
+    let first = go(cluster.admit("default", 1).await);
+    cluster.settle(first, 0).await; // refused: the unit is free again
+    for _ in 0..5 {
+        let ticket = go(cluster.admit("default", 1).await);
+        cluster.settle(ticket, 1).await;
+    }
+    assert!(
+        matches!(cluster.admit("default", 1).await, Admission::Hold(_)),
+        "5 of 5 sent"
+    );
+
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let total: u32 = redis::cmd("GET")
+        .arg("count:total:shared@example.com")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(total, 5);
+    let _: () = redis::cmd("DEL")
+        .arg("count:total:shared@example.com")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    match cluster.admit("default", 1).await {
+        Admission::Hold(pause) => assert!(pause.reason.contains("5 today"), "{}", pause.reason),
+        Admission::Go(_) => panic!("a lost counter read as zero"),
+    }
 }

@@ -12,36 +12,32 @@ impl Cluster {
     /// afresh), and says so.
     pub(super) async fn reseed(&self, epoch: &str) -> Result<(), redis::RedisError> {
         let now = now_ms();
-        let mut pipe = redis::pipe();
-        let (count, keys) = {
+        let (sends, keys): (Vec<(String, Sends)>, usize) = {
             let state = self.inner.state.lock().expect("cluster state");
-            let mut count = 0;
-            for (key, ks) in &state.keys {
-                let budget = self.key("budget", key);
-                for (at, member) in ks.history.iter().chain(&ks.unsynced) {
-                    if at + DAY_MS > now {
-                        pipe.cmd("ZADD")
-                            .arg(&budget)
-                            .arg("NX")
-                            .arg(*at)
-                            .arg(member)
-                            .ignore();
-                        count += 1;
-                    }
-                }
-                pipe.cmd("PEXPIRE")
-                    .arg(&budget)
-                    .arg(DAY_MS + 60_000)
-                    .ignore();
-            }
-            (count, state.keys.len())
+            let sends = state
+                .keys
+                .iter()
+                .map(|(key, ks)| {
+                    let recent = ks.history.iter().chain(&ks.unsynced);
+                    let recent = recent.filter(|(at, _)| at + DAY_MS > now).cloned();
+                    (key.clone(), recent.collect())
+                })
+                .collect();
+            (sends, state.keys.len())
         };
-        pipe.cmd("SADD")
-            .arg(format!("{}:reseeded", self.inner.prefix))
-            .arg(&self.inner.replica)
-            .ignore();
+        let mut count = 0;
+        for (key, sends) in &sends {
+            self.add_sends(key, sends).await?;
+            count += sends.len();
+        }
         let mut conn = self.inner.conn.clone();
-        timed(pipe.query_async::<()>(&mut conn)).await?;
+        timed(
+            redis::cmd("SADD")
+                .arg(format!("{}:reseeded", self.inner.prefix))
+                .arg(&self.inner.replica)
+                .query_async::<()>(&mut conn),
+        )
+        .await?;
         let mut state = self.inner.state.lock().expect("cluster state");
         let first = state.epoch.is_none();
         state.epoch = Some(epoch.to_owned());
@@ -91,21 +87,16 @@ impl Cluster {
             }
             return;
         }
-        let mut pipe = redis::pipe();
         let mut count = 0;
+        let mut added = Ok(());
         for (key, sends) in &catch_up {
-            for (at, member) in sends {
-                pipe.cmd("ZADD")
-                    .arg(self.key("budget", key))
-                    .arg("NX")
-                    .arg(*at)
-                    .arg(member)
-                    .ignore();
-                count += count_of(member);
+            added = self.add_sends(key, sends).await;
+            if added.is_err() {
+                break;
             }
+            count += sends.iter().map(|(_, m)| count_of(m)).sum::<u32>();
         }
-        let mut conn = self.inner.conn.clone();
-        match timed(pipe.query_async::<()>(&mut conn)).await {
+        match added {
             Ok(()) => tracing::info!(
                 redis = %self.inner.url,
                 recipients = count,
@@ -147,6 +138,22 @@ impl Cluster {
                  cluster.replicas), and pauses are no longer shared until it is back"
             );
         }
+    }
+
+    /// Adds `sends` (this replica's, made while Redis could not count them or before it lost
+    /// its data) to `key`'s shared budget; one already there is not counted twice.
+    async fn add_sends(&self, key: &str, sends: &[(u64, String)]) -> Result<(), redis::RedisError> {
+        // In slices, so that one call stays short for Redis's single thread.
+        for slice in sends.chunks(500) {
+            let mut invocation = self.inner.add.key(self.key("budget", key));
+            invocation.key(self.key("total", key)).arg(now_ms());
+            for (at, member) in slice {
+                invocation.arg(*at).arg(member);
+            }
+            let mut conn = self.inner.conn.clone();
+            timed(invocation.invoke_async::<u32>(&mut conn)).await?;
+        }
+        Ok(())
     }
 
     /// Checks on Redis every few seconds until `cancel`: reconnects, adds the sends made while
@@ -210,6 +217,7 @@ impl Cluster {
                 self.inner
                     .count
                     .key(self.key("budget", &key))
+                    .key(self.key("total", &key))
                     .arg(now_ms())
                     .invoke_async(&mut conn),
             )

@@ -152,6 +152,7 @@ struct Inner {
     settle: redis::Script,
     count: redis::Script,
     epoch: redis::Script,
+    add: redis::Script,
     state: Mutex<State>,
 }
 
@@ -202,7 +203,24 @@ impl Cluster {
                 .set_password(password.expose());
             info = info.set_redis_settings(settings);
         }
-        let client = redis::Client::open(info).map_err(|e| err(e.to_string()))?;
+        let client = match &cfg.ca_file {
+            // Trust this CA alone (a private Redis), not the public roots.
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    err(format!(
+                        "cluster.ca_file: cannot read {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                let certs = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                };
+                redis::Client::build_with_tls(info, certs)
+                    .map_err(|e| err(format!("cluster.ca_file {}: {e}", path.display())))?
+            }
+            None => redis::Client::open(info).map_err(|e| err(e.to_string()))?,
+        };
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(OP_TIMEOUT))
@@ -223,6 +241,7 @@ impl Cluster {
                 settle: redis::Script::new(scripts::SETTLE),
                 count: redis::Script::new(scripts::COUNT),
                 epoch: redis::Script::new(scripts::EPOCH),
+                add: redis::Script::new(scripts::ADD),
                 state: Mutex::new(State {
                     accounts: HashMap::new(),
                     keys: HashMap::new(),
@@ -316,6 +335,7 @@ impl Cluster {
                 .key(self.key("probe", &account.key))
                 .key(format!("{}:epoch", self.inner.prefix))
                 .key(format!("{}:reseeded", self.inner.prefix))
+                .key(self.key("total", &account.key))
                 .arg(now_ms())
                 .arg(limit(account.per_minute))
                 .arg(limit(account.per_day))
@@ -451,6 +471,7 @@ impl Cluster {
             self.inner
                 .settle
                 .key(self.key("budget", &ticket.key))
+                .key(self.key("total", &ticket.key))
                 .arg(&member)
                 .arg(&sent)
                 .arg(delivered)

@@ -41,6 +41,7 @@ pub(super) struct RawCluster {
     pub key_prefix: Option<String>,
     pub replicas: Option<u64>,
     pub replica: Option<String>,
+    pub ca_file: Option<String>,
 }
 
 impl std::fmt::Debug for RawCluster {

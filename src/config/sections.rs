@@ -505,4 +505,7 @@ pub struct ClusterConfig {
     pub replicas: u32,
     /// This replica's name, shown with a pause it found.
     pub replica: String,
+    /// With `rediss://`: the CA (PEM) to trust for Redis's certificate instead of the public
+    /// roots.
+    pub ca_file: Option<PathBuf>,
 }

@@ -12,12 +12,23 @@ pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Speaks TLS only (`--tls-port`), with this certificate and key (files in `dir`).
+    tls: bool,
 }
 
 impl RedisServer {
     /// A fresh server on a free port, or `None` (the caller skips) where `redis-server` is
     /// not installed and `GMAIL_RELAY_REQUIRE_REDIS` is not set.
     pub fn start() -> Option<RedisServer> {
+        Self::start_with(None)
+    }
+
+    /// A fresh server that speaks only TLS, with `certs`' leaf (for 127.0.0.1 and localhost).
+    pub fn start_tls(certs: &super::certs::TestCerts) -> Option<RedisServer> {
+        Self::start_with(Some(certs))
+    }
+
+    fn start_with(certs: Option<&super::certs::TestCerts>) -> Option<RedisServer> {
         let installed = Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -33,10 +44,15 @@ impl RedisServer {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
+        if let Some(c) = certs {
+            std::fs::write(dir.path().join("cert.pem"), &c.cert_pem).unwrap();
+            std::fs::write(dir.path().join("key.pem"), &c.key_pem).unwrap();
+        }
         let mut server = RedisServer {
             port: super::free_port(),
             dir,
             child: None,
+            tls: certs.is_some(),
         };
         server.restart();
         Some(server)
@@ -58,10 +74,29 @@ impl RedisServer {
     /// Starts it again on the same port, empty.
     pub fn restart(&mut self) {
         self.stop();
-        let child = Command::new("redis-server")
-            .args([
+        let port = self.port.to_string();
+        let file = |name: &str| self.dir.path().join(name).to_str().unwrap().to_owned();
+        let listen: Vec<String> = if self.tls {
+            [
                 "--port",
-                &self.port.to_string(),
+                "0",
+                "--tls-port",
+                &port,
+                "--tls-cert-file",
+                &file("cert.pem"),
+                "--tls-key-file",
+                &file("key.pem"),
+                "--tls-auth-clients",
+                "no",
+            ]
+            .map(str::to_owned)
+            .to_vec()
+        } else {
+            vec!["--port".to_owned(), port.clone()]
+        };
+        let child = Command::new("redis-server")
+            .args(listen)
+            .args([
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -90,6 +125,9 @@ impl RedisServer {
         let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
             return false;
         };
+        if self.tls {
+            return true; // listening; the relay's client does the handshake
+        }
         let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
         if s.write_all(b"PING\r\n").is_err() {
             return false;

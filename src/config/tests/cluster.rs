@@ -95,6 +95,14 @@ fn a_bad_cluster_section_names_the_key_and_what_to_do() {
             "a password is never echoed: {msg}"
         );
     }
+    let (key, msg) = invalid_key(&format!("{CLUSTER}ca_file = \"ca.pem\"\n"));
+    assert_eq!(key, "cluster.ca_file");
+    assert!(msg.contains("rediss://"), "a CA is for TLS: {msg}");
+    let (key, msg) = invalid_key(
+        &format!("{CLUSTER}ca_file = \"/nonexistent/ca.pem\"\n").replace("redis://", "rediss://"),
+    );
+    assert_eq!(key, "cluster.ca_file");
+    assert!(msg.contains("/nonexistent/ca.pem"), "names the file: {msg}");
     let (_, msg) = invalid_key(&CLUSTER.replace("replicas = 4\n", ""));
     assert!(msg.contains("share"), "says why the count matters: {msg}");
     let (_, msg) = invalid_key(&CLUSTER.replace(

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{Result, invalid, resolve, text};
+use super::{Result, invalid, pem_file, resolve, text};
 use crate::config::ClusterConfig;
 use crate::config::raw::RawCluster;
 use crate::secret::{Secret, SecretSource};
@@ -81,11 +81,26 @@ pub(super) fn cluster(raw: RawCluster, base: &Path, hostname: &str) -> Result<Cl
         Some(r) => return invalid("cluster.replica", format!("{r:?} is not a name")),
         None => hostname.to_owned(),
     };
+    let ca_file = match raw.ca_file {
+        Some(_) if parsed.scheme() != "rediss" => {
+            return invalid(
+                "cluster.ca_file",
+                "is for a Redis reached over TLS; make cluster.redis_url start with rediss://",
+            );
+        }
+        Some(f) => Some(pem_file(
+            "cluster.ca_file",
+            &resolve(base, &f),
+            "CERTIFICATE",
+        )?),
+        None => None,
+    };
     Ok(ClusterConfig {
         redis_url,
         password,
         key_prefix,
         replicas,
         replica,
+        ca_file,
     })
 }
