@@ -67,20 +67,6 @@ async fn send(relay: &TestRelay, to: &str) {
     assert!(reply.starts_with("250 2.0.0"), "{reply}");
 }
 
-async fn health(relay: &TestRelay) -> serde_json::Value {
-    let (_, body) = common::http_get(relay.metrics_addr().unwrap(), "/healthz").await;
-    serde_json::from_str(&body).unwrap()
-}
-
-async fn metric(relay: &TestRelay, line_start: &str) -> String {
-    let (_, scrape) = common::http_get(relay.metrics_addr().unwrap(), "/metrics").await;
-    scrape
-        .lines()
-        .find(|l| l.starts_with(line_start))
-        .unwrap_or("")
-        .to_owned()
-}
-
 #[tokio::test]
 async fn two_replicas_share_one_daily_budget_across_restarts() {
     let Some(redis) = RedisServer::start() else {
@@ -108,10 +94,10 @@ async fn two_replicas_share_one_daily_budget_across_restarts() {
         20,
         "the other 20 wait"
     );
-    assert_eq!(health(&a).await["accounts"]["default"]["cause"], "budget");
+    assert_eq!(a.health().await["accounts"]["default"]["cause"], "budget");
     for r in [&a, &b] {
         assert_eq!(
-            metric(r, "gmail_relay_cluster_redis_losses_total").await,
+            r.metric("gmail_relay_cluster_redis_losses_total").await,
             "gmail_relay_cluster_redis_losses_total 0",
             "Redis was up all along"
         );
@@ -146,7 +132,7 @@ async fn a_refused_login_on_one_replica_pauses_the_other_before_it_tries() {
         1,
         "b held its mail without trying a login of its own"
     );
-    let hb = health(&b).await;
+    let hb = b.health().await;
     println!("b: {hb}");
     assert_eq!(hb["accounts"]["default"]["cause"], "credentials");
     assert!(
@@ -192,7 +178,7 @@ async fn a_spent_quota_on_one_replica_holds_the_other_until_the_same_time() {
         1,
         "b did not send into the spent quota"
     );
-    let (ha, hb) = (health(&a).await, health(&b).await);
+    let (ha, hb) = (a.health().await, b.health().await);
     assert_eq!(ha["accounts"]["default"]["cause"], "quota");
     assert_eq!(hb["accounts"]["default"]["cause"], "quota");
     assert_eq!(
@@ -230,7 +216,7 @@ async fn without_redis_each_replica_sends_its_share_and_counts_it_when_redis_is_
         "each sent its share of the 6 left: 3 more"
     );
     assert_eq!(
-        metric(&a, "gmail_relay_cluster_redis_up").await,
+        a.metric("gmail_relay_cluster_redis_up").await,
         "gmail_relay_cluster_redis_up 0"
     );
 
@@ -239,7 +225,7 @@ async fn without_redis_each_replica_sends_its_share_and_counts_it_when_redis_is_
     redis.restart();
     for r in [&a, &b] {
         let deadline = tokio::time::Instant::now() + WAIT;
-        while metric(r, "gmail_relay_cluster_redis_up").await != "gmail_relay_cluster_redis_up 1" {
+        while r.metric("gmail_relay_cluster_redis_up").await != "gmail_relay_cluster_redis_up 1" {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "a replica never saw Redis again"
@@ -358,7 +344,7 @@ async fn a_replica_reaches_redis_over_tls_trusting_its_ca_alone() {
         "the shared budget, counted over TLS"
     );
     assert_eq!(
-        metric(&relay, "gmail_relay_cluster_redis_up").await,
+        relay.metric("gmail_relay_cluster_redis_up").await,
         "gmail_relay_cluster_redis_up 1"
     );
     relay.stop().await;

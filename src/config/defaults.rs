@@ -2,8 +2,9 @@
 //! it would be in `relay.toml`.
 //!
 //! Validation takes a missing value from here (and checks it like any value an operator
-//! writes), and a unit test holds `relay.toml`'s "Default:" comments to it, so the sample, the
-//! README's examples and the code cannot drift apart. Keys whose default depends on the machine
+//! writes), and a unit test holds `relay.toml`'s "Default:" comments to it, so the sample and
+//! the code cannot drift apart (the README points to the sample for defaults rather than
+//! repeating them). Keys whose default depends on the machine
 //! or on another key (`listen.hostname`, `upstream.helo_name`, `upstream.port`) are not here;
 //! `validate` says what they default to.
 

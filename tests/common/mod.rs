@@ -521,6 +521,23 @@ impl TestRelay {
         self.daemon.as_ref().unwrap().metrics_addr()
     }
 
+    /// `GET /healthz`'s document (needs `metrics.addr`).
+    pub async fn health(&self) -> serde_json::Value {
+        let (_, body) = http_get(self.metrics_addr().expect("metrics.addr"), "/healthz").await;
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+    }
+
+    /// The first line of `GET /metrics` that starts with `line_start`, or "" (needs
+    /// `metrics.addr`).
+    pub async fn metric(&self, line_start: &str) -> String {
+        let (_, scrape) = http_get(self.metrics_addr().expect("metrics.addr"), "/metrics").await;
+        scrape
+            .lines()
+            .find(|l| l.starts_with(line_start))
+            .unwrap_or("")
+            .to_owned()
+    }
+
     /// Loads the config file again (with `self.env`) and puts it in force, as SIGHUP does.
     pub fn reload(&self) -> Result<Vec<&'static str>, String> {
         let cfg = gmail_relay::config::load_with_env(&self.config, Some(self.env.clone()))

@@ -2,6 +2,7 @@
 //! run), STARTTLS or implicit TLS, AUTH PLAIN and LOGIN, scripted replies at each stage, and a
 //! record of everything it was sent.
 
+mod conn;
 mod session;
 
 use std::collections::{HashMap, VecDeque};
