@@ -285,13 +285,7 @@ async fn a_message_being_attempted_cannot_be_deleted() {
 
 #[tokio::test]
 async fn status_shows_a_credentials_pause_in_one_line() {
-    let script = Script {
-        auth_replies: (0..1000)
-            .map(|_| "535 5.7.8 Username and Password not accepted".to_owned())
-            .collect(),
-        ..Script::default()
-    };
-    let up = FakeUpstream::start(Mode::StartTls, script).await;
+    let up = FakeUpstream::start(Mode::StartTls, Script::refusing_logins()).await;
     let mut relay = TestRelay::start(&slow_retries(&up)).await;
     send(&relay, "a@example.com").await;
     eventually("the login refused", || up.count("AUTH") >= 1).await;
