@@ -238,16 +238,7 @@ async fn the_workspace_relay_service_takes_mail_without_auth_but_over_tls() {
         "[upstream]\nhost = \"smtp-relay.gmail.com\"\nauth = \"none\"\nhelo_name = \"localhost\"\n",
     )
     .unwrap();
-    let run = common::run_binary(
-        vec![
-            "check".into(),
-            "--config".into(),
-            path.display().to_string(),
-        ],
-        vec![],
-        vec![],
-    )
-    .await;
+    let run = common::check_file(&path, &[], vec![]).await;
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("upstream.helo_name"), "{}", run.stderr);
 }
@@ -380,17 +371,7 @@ async fn check_upstream_logs_in_to_every_account() {
     )
     .unwrap();
     let env: Vec<(String, String)> = passwords(&["billing", "backup"]).into_iter().collect();
-    let run = common::run_binary(
-        vec![
-            "check".into(),
-            "--config".into(),
-            path.display().to_string(),
-            "--upstream".into(),
-        ],
-        env,
-        vec![],
-    )
-    .await;
+    let run = common::check_file(&path, &["--upstream"], env).await;
     println!("{}{}", run.stdout, run.stderr);
     assert_eq!(run.code, 1, "one account cannot log in");
     for line in [

@@ -439,17 +439,7 @@ async fn check_upstream_proves_access_without_sending() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("relay.toml");
     std::fs::write(&path, &cfg).unwrap();
-    let run = common::run_binary(
-        vec![
-            "check".into(),
-            "--config".into(),
-            path.display().to_string(),
-            "--upstream".into(),
-        ],
-        vec![],
-        vec![],
-    )
-    .await;
+    let run = common::check_file(&path, &["--upstream"], vec![]).await;
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert!(
         run.stdout.contains(&format!(
@@ -465,16 +455,7 @@ async fn check_upstream_proves_access_without_sending() {
     // An app password cannot be used with the API: a config error that says why.
     let pw = cfg.replace("auth = \"xoauth2\"", "password = \"abcd\"");
     std::fs::write(&path, pw).unwrap();
-    let run = common::run_binary(
-        vec![
-            "check".into(),
-            "--config".into(),
-            path.display().to_string(),
-        ],
-        vec![],
-        vec![],
-    )
-    .await;
+    let run = common::check_file(&path, &[], vec![]).await;
     assert_eq!(run.code, 2);
     assert!(
         run.stderr.contains("upstream.transport")

@@ -252,25 +252,7 @@ async fn reservations_racing_on_the_last_units_never_overspend() {
     };
     let mut replicas = Vec::new();
     for i in 0..8 {
-        let cfg = ClusterConfig {
-            redis_url: redis.url(),
-            password: None,
-            key_prefix: "race".into(),
-            replicas: 1,
-            replica: format!("r{i}"),
-            ca_file: None,
-        };
-        let cluster = Cluster::new(&cfg, policy(), gmail_relay::observe::Metrics::new()).unwrap();
-        cluster.set_accounts(
-            vec![SharedAccount {
-                name: "default".into(),
-                key: "shared@example.com".into(),
-                per_minute: None,
-                per_day: Some(5),
-            }],
-            &HashMap::new(),
-        );
-        replicas.push(cluster);
+        replicas.push(client(&redis.url(), "race", &format!("r{i}"), None));
     }
     let mut racing = Vec::new();
     for cluster in &replicas {
@@ -295,6 +277,30 @@ async fn reservations_racing_on_the_last_units_never_overspend() {
         granted, 5,
         "24 reservations from 8 replicas, 5 units: 5 granted"
     );
+}
+
+/// A replica's cluster client used directly (no relay around it), sharing one account,
+/// `shared@example.com`, with a day's budget of 5.
+fn client(url: &str, prefix: &str, replica: &str, ca_file: Option<std::path::PathBuf>) -> Cluster {
+    let cfg = ClusterConfig {
+        redis_url: url.to_owned(),
+        password: None,
+        key_prefix: prefix.to_owned(),
+        replicas: 1,
+        replica: replica.to_owned(),
+        ca_file,
+    };
+    let cluster = Cluster::new(&cfg, policy(), gmail_relay::observe::Metrics::new()).unwrap();
+    cluster.set_accounts(
+        vec![SharedAccount {
+            name: "default".into(),
+            key: "shared@example.com".into(),
+            per_minute: None,
+            per_day: Some(5),
+        }],
+        &HashMap::new(),
+    );
+    cluster
 }
 
 fn policy() -> gmail_relay::scheduler::RetryPolicy {
@@ -352,15 +358,7 @@ async fn a_replica_reaches_redis_over_tls_trusting_its_ca_alone() {
     let other = common::certs::generate();
     let wrong = dir.path().join("other-ca.pem");
     std::fs::write(&wrong, &other.ca_pem).unwrap();
-    let cfg = ClusterConfig {
-        redis_url: url.clone(),
-        password: None,
-        key_prefix: "tls".into(),
-        replicas: 1,
-        replica: "x".into(),
-        ca_file: Some(wrong),
-    };
-    let cluster = Cluster::new(&cfg, policy(), gmail_relay::observe::Metrics::new()).unwrap();
+    let cluster = client(&url, "tls", "x", Some(wrong));
     let said = cluster.check().await.expect_err("an unknown CA is refused");
     assert!(
         said.contains(&url) && said.contains("cannot be reached"),
@@ -377,24 +375,7 @@ async fn the_shared_day_count_survives_settling_and_a_lost_counter() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let cfg = ClusterConfig {
-        redis_url: redis.url(),
-        password: None,
-        key_prefix: "count".into(),
-        replicas: 1,
-        replica: "r".into(),
-        ca_file: None,
-    };
-    let cluster = Cluster::new(&cfg, policy(), gmail_relay::observe::Metrics::new()).unwrap();
-    cluster.set_accounts(
-        vec![SharedAccount {
-            name: "default".into(),
-            key: "shared@example.com".into(),
-            per_minute: None,
-            per_day: Some(5),
-        }],
-        &HashMap::new(),
-    );
+    let cluster = client(&redis.url(), "count", "r", None);
     let go = |a: Admission| match a {
         Admission::Go(ticket) => ticket,
         Admission::Hold(pause) => panic!("held: {pause:?}"),

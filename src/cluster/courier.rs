@@ -3,7 +3,7 @@
 //! pauses it finds published for the other replicas. Without `[cluster]` it is the upstreams
 //! alone.
 
-use crate::delivery::{Outgoing, PauseKind, RecipientOutcome, Report, Upstreams};
+use crate::delivery::{Outgoing, RecipientOutcome, Report, Upstreams};
 use crate::scheduler::Courier;
 
 use super::{Admission, Cluster};
@@ -42,14 +42,8 @@ impl SharedCourier {
             .count() as u32;
         cluster.settle(ticket, delivered).await;
         match report.pause.take() {
-            // What belongs to the account is shared; a network or TLS problem may be this
-            // replica's own.
-            Some(pause)
-                if matches!(
-                    pause.kind,
-                    PauseKind::Credentials | PauseKind::Quota | PauseKind::RateLimited
-                ) =>
-            {
+            // What belongs to the account is shared.
+            Some(pause) if super::pauses::SHARED.contains(&pause.kind) => {
                 report.pause = Some(cluster.publish(account, pause).await);
             }
             other => {

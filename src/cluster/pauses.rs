@@ -17,12 +17,20 @@ struct Stored {
     failures: u32,
 }
 
+/// The kinds of pause that are the account's, not the replica's: the ones published (a
+/// network or TLS problem may be this replica's own).
+pub(super) const SHARED: [PauseKind; 3] = [
+    PauseKind::Credentials,
+    PauseKind::Quota,
+    PauseKind::RateLimited,
+];
+
+/// The kind a stored cause names (`scheduler::cause_name` wrote it).
 fn kind_of(cause: &str) -> PauseKind {
-    match cause {
-        "quota" => PauseKind::Quota,
-        "rate" => PauseKind::RateLimited,
-        _ => PauseKind::Credentials,
-    }
+    SHARED
+        .into_iter()
+        .find(|k| crate::scheduler::cause_name(*k) == cause)
+        .unwrap_or(PauseKind::Credentials)
 }
 
 impl Cluster {

@@ -469,18 +469,15 @@ pub async fn check_upstream(config: &str) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("relay.toml");
     std::fs::write(&path, config).unwrap();
-    let args = [
-        "check",
-        "--config",
-        &path.display().to_string(),
-        "--upstream",
-    ];
-    run_binary(
-        args.iter().map(|a| a.to_string()).collect(),
-        password_env(),
-        vec![],
-    )
-    .await
+    check_file(&path, &["--upstream"], password_env()).await
+}
+
+/// `gmail-relay check --config PATH`, then `extra` arguments, with `env`.
+pub async fn check_file(path: &Path, extra: &[&str], env: Vec<(String, String)>) -> Run {
+    let mut args = vec!["check".to_owned(), "--config".to_owned()];
+    args.push(path.display().to_string());
+    args.extend(extra.iter().map(|a| a.to_string()));
+    run_binary(args, env, vec![]).await
 }
 
 impl TestRelay {
