@@ -33,7 +33,7 @@ impl Cluster {
         let mut conn = self.inner.conn.clone();
         timed(
             redis::cmd("SADD")
-                .arg(format!("{}:reseeded", self.inner.prefix))
+                .arg(self.fleet_key("reseeded"))
                 .arg(&self.inner.replica)
                 .query_async::<()>(&mut conn),
         )
@@ -186,8 +186,8 @@ impl Cluster {
         let (epoch, joined): (String, i64) = timed(
             self.inner
                 .epoch
-                .key(format!("{}:epoch", self.inner.prefix))
-                .key(format!("{}:reseeded", self.inner.prefix))
+                .key(self.fleet_key("epoch"))
+                .key(self.fleet_key("reseeded"))
                 .arg(format!("{}:{}", nonce(), now_ms()))
                 .arg(&self.inner.replica)
                 .invoke_async(&mut conn),
@@ -223,7 +223,7 @@ impl Cluster {
             )
             .await;
             match counts {
-                Ok((minute, day)) => self.note_seen(&key, &minute.to_string(), &day.to_string()),
+                Ok((minute, day)) => self.note_seen(&key, minute, day),
                 Err(e) => return self.unavailable(&e),
             }
         }
@@ -237,7 +237,7 @@ impl Cluster {
             Ok(_) => {
                 let epoch: Option<String> = timed(
                     redis::cmd("GET")
-                        .arg(format!("{}:epoch", self.inner.prefix))
+                        .arg(self.fleet_key("epoch"))
                         .query_async(&mut conn),
                 )
                 .await

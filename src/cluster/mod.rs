@@ -67,12 +67,13 @@ type Sends = Vec<(u64, String)>;
 /// Why Redis could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    /// The URL or the password is unusable.
-    #[error("cluster.redis_url {url}: {reason}")]
+    /// The URL, the password or the CA file is unusable.
+    #[error("{key}: {reason}; fix it, or leave out [cluster] to run this relay on its own")]
     Setup {
-        /// The URL.
-        url: String,
-        /// What is wrong.
+        /// The key at fault (`cluster.redis_url`, `cluster.redis_password_file`,
+        /// `cluster.ca_file`).
+        key: &'static str,
+        /// What is wrong, naming the URL or the file.
         reason: String,
     },
 }
@@ -187,16 +188,16 @@ impl Cluster {
         policy: RetryPolicy,
         metrics: Metrics,
     ) -> Result<Cluster, ClusterError> {
-        let err = |reason: String| ClusterError::Setup {
-            url: cfg.redis_url.clone(),
-            reason,
-        };
-        let mut info = redis::IntoConnectionInfo::into_connection_info(cfg.redis_url.as_str())
-            .map_err(|e| err(e.to_string()))?;
+        let err = |key, reason: String| ClusterError::Setup { key, reason };
+        let url =
+            |e: redis::RedisError| err("cluster.redis_url", format!("{}: {e}", cfg.redis_url));
+        let mut info =
+            redis::IntoConnectionInfo::into_connection_info(cfg.redis_url.as_str()).map_err(url)?;
         if let Some(source) = &cfg.password {
+            // (The source names its file, or says it came inline.)
             let password = source
                 .load()
-                .map_err(|e| err(format!("cluster.redis_password_file: {e}")))?;
+                .map_err(|e| err("cluster.redis_password_file", e.to_string()))?;
             let settings = info
                 .redis_settings()
                 .clone()
@@ -206,27 +207,21 @@ impl Cluster {
         let client = match &cfg.ca_file {
             // Trust this CA alone (a private Redis), not the public roots.
             Some(path) => {
-                let pem = std::fs::read(path).map_err(|e| {
-                    err(format!(
-                        "cluster.ca_file: cannot read {}: {e}",
-                        path.display()
-                    ))
-                })?;
+                let ca = |e: String| err("cluster.ca_file", format!("{}: {e}", path.display()));
+                let pem = std::fs::read(path).map_err(|e| ca(format!("cannot read it: {e}")))?;
                 let certs = redis::TlsCertificates {
                     client_tls: None,
                     root_cert: Some(pem),
                 };
-                redis::Client::build_with_tls(info, certs)
-                    .map_err(|e| err(format!("cluster.ca_file {}: {e}", path.display())))?
+                redis::Client::build_with_tls(info, certs).map_err(|e| ca(e.to_string()))?
             }
-            None => redis::Client::open(info).map_err(|e| err(e.to_string()))?,
+            None => redis::Client::open(info).map_err(url)?,
         };
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(OP_TIMEOUT))
             .set_number_of_retries(1);
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| err(e.to_string()))?;
+        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(url)?;
         metrics.cluster_up(false);
         Ok(Cluster {
             inner: Arc::new(Inner {
@@ -290,8 +285,15 @@ impl Cluster {
         })
     }
 
+    /// The Redis key of `what` (`budget`, `total`, `pause`, `probe`) for the shared account
+    /// `key`.
     fn key(&self, what: &str, key: &str) -> String {
         format!("{}:{what}:{key}", self.inner.prefix)
+    }
+
+    /// The Redis key of `what` (`epoch`, `reseeded`) for the whole fleet.
+    fn fleet_key(&self, what: &str) -> String {
+        format!("{}:{what}", self.inner.prefix)
     }
 
     /// Admits an attempt of `cost` recipients through account `name`.
@@ -333,8 +335,8 @@ impl Cluster {
                 .key(self.key("budget", &account.key))
                 .key(self.key("pause", &account.key))
                 .key(self.key("probe", &account.key))
-                .key(format!("{}:epoch", self.inner.prefix))
-                .key(format!("{}:reseeded", self.inner.prefix))
+                .key(self.fleet_key("epoch"))
+                .key(self.fleet_key("reseeded"))
                 .key(self.key("total", &account.key))
                 .arg(now_ms())
                 .arg(limit(account.per_minute))
@@ -353,6 +355,7 @@ impl Cluster {
         let field = |i: usize| answer.get(i).map(String::as_str).unwrap_or("");
         let epoch = field(1).to_owned();
         let ms = |i: usize| field(i).parse::<u64>().unwrap_or_else(|_| now_ms());
+        let count = |i: usize| field(i).parse::<u32>().unwrap_or(0);
         match field(0) {
             "reseed" => {
                 self.reseed(&epoch).await?;
@@ -363,14 +366,14 @@ impl Cluster {
                 let reason = if field(3) == "epoch" {
                     // The others may be done sooner than the grace: ask again shortly.
                     until = until.min(SystemTime::now() + PROBE_RECHECK);
-                    "Redis started afresh; waiting for the other replicas to add back their \
-                     recent sends"
+                    "held while Redis, which started afresh, gets the replicas' recent sends \
+                     back (so the day's count is whole before more is sent)"
                         .to_owned()
                 } else {
-                    self.note_seen(&account.key, field(4), field(5));
+                    self.note_seen(&account.key, count(4), count(5));
                     format!(
-                        "the shared send budget of {} is spent (max_per_minute {}, max_per_day \
-                         {}, counted across the replicas; {} in the last minute, {} today)",
+                        "spent for {} across the replicas (max_per_minute {}, max_per_day {}; {} \
+                         in the last minute, {} today)",
                         account.key,
                         show(account.per_minute),
                         show(account.per_day),
@@ -389,7 +392,7 @@ impl Cluster {
                 self.adopt(field(2), Some((at_ms(ms(3)), field(4)))),
             ))),
             _ => {
-                self.note_seen(&account.key, field(3), field(4));
+                self.note_seen(&account.key, count(3), count(4));
                 Ok(Some(Admission::Go(Ticket {
                     key: account.key.clone(),
                     member: Some(member),
@@ -400,10 +403,10 @@ impl Cluster {
         }
     }
 
-    fn note_seen(&self, key: &str, minute: &str, day: &str) {
+    /// Remembers the shared counts (minute, day) Redis last gave for `key`.
+    fn note_seen(&self, key: &str, minute: u32, day: u32) {
         let mut state = self.inner.state.lock().expect("cluster state");
-        let ks = state.keys.entry(key.to_owned()).or_default();
-        ks.seen = (minute.parse().unwrap_or(0), day.parse().unwrap_or(0));
+        state.keys.entry(key.to_owned()).or_default().seen = (minute, day);
     }
 
     /// Admits from the local share while Redis cannot be reached.
@@ -426,8 +429,8 @@ impl Cluster {
             Wait::Until(until) => Admission::Hold(Pause {
                 kind: PauseKind::Budget,
                 reason: format!(
-                    "Redis cannot be reached and this replica's share of the send budget of {} \
-                     is spent (what was left, divided by cluster.replicas = {replicas})",
+                    "this replica's share for {} is spent while Redis cannot be reached (what \
+                     was left, divided by cluster.replicas = {replicas})",
                     account.key
                 ),
                 until: Some(until),

@@ -154,7 +154,7 @@ impl std::fmt::Display for Pause {
             PauseKind::Credentials => "upstream refused the login",
             PauseKind::Quota => "sending quota spent",
             PauseKind::RateLimited => "upstream rate limit",
-            PauseKind::Budget => "shared send budget spent",
+            PauseKind::Budget => "send budget",
         };
         write!(f, "{what}: {}", self.reason)
     }
