@@ -121,10 +121,8 @@ async fn a_refused_login_on_one_replica_pauses_the_other_before_it_tries() {
     let (mut a, mut b) = pair(&up, &redis, "").await;
     send(&a, "one@x.test").await;
     eventually("a's login refused", || up.record(|r| r.auth_attempts) >= 1).await;
-    eventually("a paused", || {
-        a.queued_ids().len() == 1 && up.record(|r| r.auth_attempts) == 1
-    })
-    .await;
+    paused(&a, "credentials").await;
+    assert_eq!(up.record(|r| r.auth_attempts), 1);
     send(&b, "two@x.test").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
@@ -171,6 +169,7 @@ async fn a_spent_quota_on_one_replica_holds_the_other_until_the_same_time() {
     let (mut a, mut b) = pair(&up, &redis, "").await;
     send(&a, "one@x.test").await;
     eventually("a hit the quota", || up.message_attempts() >= 1).await;
+    paused(&a, "quota").await;
     send(&b, "two@x.test").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
@@ -277,6 +276,19 @@ async fn reservations_racing_on_the_last_units_never_overspend() {
         granted, 5,
         "24 reservations from 8 replicas, 5 units: 5 granted"
     );
+}
+
+/// Waits until `relay` shows its default account paused for `cause`. A shared pause is
+/// published before the lane that found it pauses, so from then on Redis holds it.
+async fn paused(relay: &TestRelay, cause: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while relay.health().await["accounts"]["default"]["cause"] != cause {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never paused for {cause}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A replica's cluster client used directly (no relay around it), sharing one account,
