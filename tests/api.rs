@@ -386,7 +386,10 @@ async fn large_messages_use_a_resumable_upload_and_too_large_ones_fail_without_o
 #[tokio::test]
 async fn a_resumable_session_on_another_origin_is_not_followed() {
     let api = FakeGmailApi::start().await;
-    api.script.lock().unwrap().session_origin = Some("https://127.0.0.2:9".into());
+    // Another origin (host localhost, not 127.0.0.1) that answers: the same fake, so that a
+    // PUT, were it followed, would be seen and the upload recorded.
+    let elsewhere = format!("https://localhost:{}", api.addr.port());
+    api.script.lock().unwrap().session_origin = Some(elsewhere.clone());
     let mut s = start_with(api, "", true).await;
     let mut big = MSG.to_vec();
     big.resize(6_000_000, b'x');
@@ -394,9 +397,19 @@ async fn a_resumable_session_on_another_origin_is_not_followed() {
     send(&s.relay, &["a@example.com"], &big).await;
     eventually("the session opened", || !s.api.requests().is_empty()).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(s.api.uploads().is_empty());
-    assert!(s.relay.files("failed").is_empty(), "retried, not failed");
+    assert!(s.api.uploads().is_empty(), "the session was not followed");
+    let requests = s.api.requests();
+    assert!(
+        requests.iter().all(|r| r.starts_with("POST ")),
+        "sessions opened (the pause's probes open another), never a PUT: {requests:?}"
+    );
+    assert!(s.relay.files("failed").is_empty(), "kept, not failed");
     assert_eq!(s.relay.queued_ids().len(), 1);
+    let status = s.relay.queue(&["status"]).await.stdout;
+    assert!(
+        status.contains(&elsewhere) && status.contains("upstream.api_url"),
+        "{status}"
+    );
     s.relay.stop().await;
 }
 

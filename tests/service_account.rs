@@ -275,8 +275,8 @@ async fn every_sender_logs_in_as_its_own_mailbox_and_others_use_the_default_acco
         let jwt = s.ep.jwt.lock().unwrap();
         assert!(jwt.errors.is_empty(), "{:?}", jwt.errors);
         let mut subjects = jwt.subjects.clone();
-        subjects.dedup();
         subjects.sort();
+        subjects.dedup();
         assert_eq!(
             subjects,
             [PRINTER, SCANNER],

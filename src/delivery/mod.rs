@@ -123,6 +123,13 @@ pub enum PauseKind {
     Budget,
 }
 
+/// How long the upload of a `bytes`-long message may take: one `timeout`, and a second more
+/// for every 32 KiB (a large message takes longer than one reply's wait), for SMTP and the API
+/// alike.
+pub(crate) fn upload_limit(timeout: Duration, bytes: usize) -> Duration {
+    timeout + Duration::from_secs(bytes as u64 / (32 * 1024))
+}
+
 /// A reason to stop all delivery, with the upstream's words.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pause {

@@ -129,8 +129,7 @@ pub async fn send(
     if msg.declare_size {
         mail.push_str(&format!(" SIZE={}", msg.body.len()));
     }
-    // The upload of a large message may take longer than one reply's timeout.
-    let data_limit = timeout + Duration::from_secs(msg.body.len() as u64 / (32 * 1024));
+    let data_limit = super::upload_limit(timeout, msg.body.len());
     if pipelining && caps.has("PIPELINING") {
         let chunking = caps.has("CHUNKING");
         let body = msg.body;

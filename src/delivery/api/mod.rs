@@ -101,19 +101,13 @@ impl Api {
             );
         }
         let bytes = bytes::Bytes::from(upload.bytes);
-        // An upload of a large message may take longer than one timeout.
-        let limit = self.timeout + Duration::from_secs(bytes.len() as u64 / (32 * 1024));
+        let limit = super::upload_limit(self.timeout, bytes.len());
         for last_try in [false, true] {
-            let login = match setup.credentials.login().await.map_err(login_error) {
-                Ok(login) => login,
+            let (login, bearer) = match bearer(setup).await {
+                Ok(b) => b,
                 Err(OpenError::Pause(p)) => return Report::paused(recipients.len(), p),
                 Err(OpenError::NoMailbox(why)) => return all(RecipientOutcome::Failed(why)),
             };
-            let Login::XOAuth2 { token, .. } = &login else {
-                let why = "the Gmail API needs an OAuth2 or service account token";
-                return Report::paused(recipients.len(), Pause::new(PauseKind::Credentials, why));
-            };
-            let bearer = format!("Bearer {}", token.value.expose());
             let sent = if bytes.len() <= SIMPLE_MAX {
                 self.simple(&bearer, bytes.clone(), limit).await
             } else {
@@ -121,18 +115,34 @@ impl Api {
             };
             let response = match sent {
                 Ok(r) => r,
-                Err(e) => {
-                    let (report, _) = self.transport_error(&e, recipients.len());
-                    return report;
+                Err(Unsent::Http(e)) => {
+                    let pause = self.transport_error(&e);
+                    if e.is_connect() {
+                        return Report::paused(recipients.len(), pause);
+                    }
+                    // The upload may have reached Google: try again later (at-least-once).
+                    return all(RecipientOutcome::Deferred(pause.reason));
+                }
+                Err(Unsent::Elsewhere(session)) => {
+                    let why = format!(
+                        "the Gmail API at {} handed the upload to {session}, another origin; \
+                         the access token goes only to {}: check {} and any proxy in between",
+                        self.base,
+                        self.base,
+                        setup.cfg.key("api_url")
+                    );
+                    return Report::paused(
+                        recipients.len(),
+                        Pause::new(PauseKind::Unreachable, why),
+                    );
                 }
             };
             metrics.api_request(&setup.cfg.name, response.version);
-            let answer = Answer {
-                status: response.status,
-                retry_after: response.retry_after.as_deref(),
-                body: &response.body,
-            };
-            match classify(&answer, SystemTime::now()) {
+            match classify(
+                &response.answer(),
+                SystemTime::now(),
+                &setup.cfg.key("api_url"),
+            ) {
                 Outcome::Sent(id) => {
                     return all(RecipientOutcome::Delivered(format!(
                         "Gmail API: sent, message id {id}"
@@ -164,30 +174,21 @@ impl Api {
     /// Proves access without sending: a token, then `GET users/me/profile`. Returns what
     /// was done.
     pub async fn check(&self, setup: &Setup) -> Result<String, Pause> {
-        let login = setup
-            .credentials
-            .login()
-            .await
-            .map_err(|e| match login_error(e) {
-                OpenError::Pause(p) => p,
-                OpenError::NoMailbox(why) => Pause::new(PauseKind::Credentials, why),
-            })?;
-        let Login::XOAuth2 { token, .. } = &login else {
-            return Err(Pause::new(
-                PauseKind::Credentials,
-                "the Gmail API needs an OAuth2 or service account token",
-            ));
+        let (login, bearer) = bearer(setup).await.map_err(|e| match e {
+            OpenError::Pause(p) => p,
+            OpenError::NoMailbox(why) => Pause::new(PauseKind::Credentials, why),
+        })?;
+        let scope = match &login {
+            Login::XOAuth2 { token, .. } => token.scope.clone(),
+            _ => None,
         };
         let url = format!("{}{PROFILE_PATH}", self.base);
         let request = self
             .http
             .get(&url)
-            .header("Authorization", format!("Bearer {}", token.value.expose()))
+            .header("Authorization", bearer)
             .timeout(self.timeout);
-        let response = match read(request).await {
-            Ok(r) => r,
-            Err(e) => return Err(self.transport_error(&e, 0).1),
-        };
+        let response = read(request).await.map_err(|e| self.transport_error(&e))?;
         if response.status == 200 {
             #[derive(serde::Deserialize)]
             struct Profile {
@@ -202,24 +203,21 @@ impl Api {
                 "reached the Gmail API at {} over {} as {email}; the token grants: {}",
                 self.base,
                 response.version,
-                token
-                    .scope
+                scope
                     .as_deref()
                     .unwrap_or("(the token endpoint did not say)")
             ));
         }
-        let answer = Answer {
-            status: response.status,
-            retry_after: response.retry_after.as_deref(),
-            body: &response.body,
-        };
-        Err(match classify(&answer, SystemTime::now()) {
-            Outcome::Pause(p) => p,
-            Outcome::Unauthorized(why) | Outcome::Fail(why) => {
-                Pause::new(PauseKind::Credentials, why)
-            }
-            Outcome::Retry(why) | Outcome::Sent(why) => Pause::new(PauseKind::Unreachable, why),
-        })
+        let api_url = setup.cfg.key("api_url");
+        Err(
+            match classify(&response.answer(), SystemTime::now(), &api_url) {
+                Outcome::Pause(p) => p,
+                Outcome::Unauthorized(why) | Outcome::Fail(why) => {
+                    Pause::new(PauseKind::Credentials, why)
+                }
+                Outcome::Retry(why) | Outcome::Sent(why) => Pause::new(PauseKind::Unreachable, why),
+            },
+        )
     }
 
     async fn simple(
@@ -227,7 +225,7 @@ impl Api {
         bearer: &str,
         bytes: bytes::Bytes,
         limit: Duration,
-    ) -> Result<Response, reqwest::Error> {
+    ) -> Result<Response, Unsent> {
         let url = format!("{}{SEND_PATH}?uploadType=media", self.base);
         let request = self
             .http
@@ -236,7 +234,7 @@ impl Api {
             .header("Content-Type", "message/rfc822")
             .body(bytes)
             .timeout(limit);
-        read(request).await
+        Ok(read(request).await?)
     }
 
     /// The resumable protocol: open a session, then PUT the bytes to it.
@@ -245,7 +243,7 @@ impl Api {
         bearer: &str,
         bytes: bytes::Bytes,
         limit: Duration,
-    ) -> Result<Response, reqwest::Error> {
+    ) -> Result<Response, Unsent> {
         let url = format!("{}{SEND_PATH}?uploadType=resumable", self.base);
         let opened = self
             .http
@@ -265,20 +263,11 @@ impl Api {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let Some(session) = location.filter(|_| status == 200) else {
-            return collect(opened).await;
+            return Ok(collect(opened).await?);
         };
         // The token goes only where the API lives.
         if !self.same_origin(&session) {
-            return Ok(Response {
-                status: 502,
-                version: "-",
-                retry_after: None,
-                body: format!(
-                    "{{\"error\":{{\"message\":\"the resumable session URI {session} is not on {}\"}}}}",
-                    self.base
-                )
-                .into(),
-            });
+            return Err(Unsent::Elsewhere(session));
         }
         let request = self
             .http
@@ -287,7 +276,7 @@ impl Api {
             .header("Content-Type", "message/rfc822")
             .body(bytes)
             .timeout(limit);
-        read(request).await
+        Ok(read(request).await?)
     }
 
     fn same_origin(&self, other: &str) -> bool {
@@ -297,37 +286,55 @@ impl Api {
         }
     }
 
-    /// A request that got no answer: a pause when the API cannot be reached or secured (with
-    /// what to change), a retry when it broke off after the upload began.
-    fn transport_error(&self, e: &reqwest::Error, recipients: usize) -> (Report, Pause) {
+    /// What a request that got no answer means: the API cannot be reached or secured (with
+    /// what to change), or (not a connect error) it broke off after the upload may have begun.
+    fn transport_error(&self, e: &reqwest::Error) -> Pause {
         let chain = error_chain(e);
-        let pause = if e.is_connect() {
-            let kind = if chain.contains("certificate") || chain.contains("TLS") {
-                PauseKind::Tls
-            } else {
-                PauseKind::Unreachable
-            };
-            Pause::new(
-                kind,
-                format!("cannot reach the Gmail API at {}: {chain}", self.base),
-            )
-        } else {
-            Pause::new(
+        if !e.is_connect() {
+            return Pause::new(
                 PauseKind::Unreachable,
                 format!("the Gmail API at {} did not answer: {chain}", self.base),
-            )
-        };
-        let report = if e.is_connect() {
-            Report::paused(recipients, pause.clone())
+            );
+        }
+        let kind = if chain.contains("certificate") || chain.contains("TLS") {
+            PauseKind::Tls
         } else {
-            // The upload may have reached Google: try again later (at-least-once).
-            Report {
-                outcomes: vec![RecipientOutcome::Deferred(pause.reason.clone()); recipients],
-                pause: None,
-            }
+            PauseKind::Unreachable
         };
-        (report, pause)
+        Pause::new(
+            kind,
+            format!("cannot reach the Gmail API at {}: {chain}", self.base),
+        )
     }
+}
+
+/// Why an upload got no answer to classify.
+enum Unsent {
+    /// The request failed (no connection, or it broke off).
+    Http(reqwest::Error),
+    /// The API handed the upload to this session URI on another origin, which is not
+    /// followed: the access token would go there.
+    Elsewhere(String),
+}
+
+impl From<reqwest::Error> for Unsent {
+    fn from(e: reqwest::Error) -> Unsent {
+        Unsent::Http(e)
+    }
+}
+
+/// A token for `setup`'s mailbox, and the `Authorization` value that carries it.
+async fn bearer(setup: &Setup) -> Result<(Login, String), OpenError> {
+    let login = setup.credentials.login().await.map_err(login_error)?;
+    let Login::XOAuth2 { token, .. } = &login else {
+        // (The configuration allows the API only with OAuth2 or a service account.)
+        return Err(OpenError::Pause(Pause::new(
+            PauseKind::Credentials,
+            "the Gmail API needs an OAuth2 or service account token",
+        )));
+    };
+    let bearer = format!("Bearer {}", token.value.expose());
+    Ok((login, bearer))
 }
 
 /// An answer, read whole.
@@ -337,6 +344,16 @@ struct Response {
     version: &'static str,
     retry_after: Option<String>,
     body: bytes::Bytes,
+}
+
+impl Response {
+    fn answer(&self) -> Answer<'_> {
+        Answer {
+            status: self.status,
+            retry_after: self.retry_after.as_deref(),
+            body: &self.body,
+        }
+    }
 }
 
 async fn read(request: reqwest::RequestBuilder) -> Result<Response, reqwest::Error> {

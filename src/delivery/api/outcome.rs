@@ -77,8 +77,9 @@ struct Sent {
     id: Option<String>,
 }
 
-/// Classifies `answer`, received at `now`.
-pub fn classify(answer: &Answer<'_>, now: SystemTime) -> Outcome {
+/// Classifies `answer`, received at `now` from the API at the setting `api_url_key` (named
+/// when the API is not there).
+pub fn classify(answer: &Answer<'_>, now: SystemTime, api_url_key: &str) -> Outcome {
     let status = answer.status;
     if (200..300).contains(&status) {
         return match serde_json::from_slice::<Sent>(answer.body)
@@ -150,7 +151,9 @@ pub fn classify(answer: &Answer<'_>, now: SystemTime) -> Outcome {
              account (APIs & Services → Library → Gmail API → Enable), then wait a few minutes",
         ),
         403 => credentials(""),
-        404 => credentials("check upstream.api_url"),
+        404 => credentials(&format!(
+            "the Gmail API is not at that address: check {api_url_key}"
+        )),
         400 if has("failedPrecondition") => credentials(
             "the mailbox cannot send through the API (Gmail not enabled for the user, or the \
              account suspended)",
@@ -228,6 +231,7 @@ mod tests {
                 body: body.as_bytes(),
             },
             now(),
+            "upstream.api_url",
         )
     }
 
@@ -324,6 +328,7 @@ mod tests {
                     body: body.as_bytes(),
                 },
                 now(),
+                "upstream.api_url",
             ))
         };
         let p = limited(Some("30"), "", 429);
