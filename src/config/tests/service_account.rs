@@ -132,6 +132,21 @@ fn mistakes_name_their_key_and_the_fix() {
             "accounts.domain.senders",
             "* is not allowed",
         ),
+        (
+            // A key file under another kind of login would be ignored.
+            FIXED
+                .replace("auth = \"service-account\"", "auth = \"xoauth2\"")
+                .replace("[upstream]\n", "[upstream]\nusername = \"alerts@example.com\"\n"),
+            "upstream.auth",
+            "set upstream.auth = \"service-account\" to use it",
+        ),
+        (
+            FIXED
+                .replace("auth = \"service-account\"", "auth = \"none\"")
+                .replace("[upstream]\n", "[upstream]\nusername = \"alerts@example.com\"\n"),
+            "upstream.auth",
+            "is \"none\" but [upstream.service_account] is set",
+        ),
     ];
     for (text, want_key, want) in cases {
         let (key, msg) = invalid_key(&text);

@@ -149,6 +149,27 @@ pub(super) fn upstream(
         }
         Ok(())
     };
+    // A credentials table belongs to one kind of login; set for another it would be ignored.
+    for (table, set, wants) in [
+        ("oauth2", raw.oauth2.is_some(), "xoauth2"),
+        (
+            "service_account",
+            raw.service_account.is_some(),
+            "service-account",
+        ),
+    ] {
+        if set && auth_name != wants {
+            return invalid(
+                &key("auth"),
+                format!(
+                    "is \"{auth_name}\" but [{}] is set; set {} = \"{wants}\" to use it, or \
+                     remove the table",
+                    key(table),
+                    key("auth")
+                ),
+            );
+        }
+    }
     let auth = match auth_name {
         "xoauth2" => {
             no_password(&format!(
@@ -168,9 +189,6 @@ pub(super) fn upstream(
         }
         "none" => {
             no_password(&format!("{} = \"none\" sends no AUTH", key("auth")))?;
-            if raw.oauth2.is_some() {
-                return invalid(&key("oauth2"), "is set, but auth = \"none\" sends no AUTH");
-            }
             AuthConfig::None
         }
         "service-account" => {
@@ -178,12 +196,6 @@ pub(super) fn upstream(
                 "{} = \"service-account\" logs in with the service account's tokens",
                 key("auth")
             ))?;
-            if raw.oauth2.is_some() {
-                return invalid(
-                    &key("oauth2"),
-                    "is set, but a service account needs no OAuth client; remove it",
-                );
-            }
             let Some(sa) = raw.service_account.clone() else {
                 return invalid(
                     &key("service_account"),
@@ -202,7 +214,7 @@ pub(super) fn upstream(
                     format!("{subject:?} is not a mailbox address"),
                 );
             }
-            if subject.is_some() && username != subject.clone().unwrap_or_default() {
+            if subject.as_ref().is_some_and(|s| *s != username) {
                 return invalid(
                     &key("service_account.subject"),
                     format!(
@@ -213,29 +225,7 @@ pub(super) fn upstream(
             }
             AuthConfig::ServiceAccount(service_account(sa, base, &key("service_account"))?)
         }
-        _ => {
-            if raw.service_account.is_some() {
-                return invalid(
-                    &key("auth"),
-                    format!(
-                        "is \"password\" but [{}] is set; set {} = \"service-account\" to use it",
-                        key("service_account"),
-                        key("auth")
-                    ),
-                );
-            }
-            if raw.oauth2.is_some() {
-                return invalid(
-                    &key("auth"),
-                    format!(
-                        "is \"password\" but [{}] is set; set {} = \"xoauth2\" to use it",
-                        key("oauth2"),
-                        key("auth")
-                    ),
-                );
-            }
-            AuthConfig::Password(password(raw.password, raw.password_file, base, section)?)
-        }
+        _ => AuthConfig::Password(password(raw.password, raw.password_file, base, section)?),
     };
     let ca_file = raw
         .ca_file
