@@ -254,3 +254,25 @@ fn the_replicas_compose_example_checks_out_and_reports_its_redis() {
         "{stdout}"
     );
 }
+
+/// A `[cluster]` whose Redis password cannot be read is a configuration error for `check`
+/// (exit 2, naming the key), even without `--upstream`: `serve` could not start with it.
+#[test]
+fn check_refuses_a_cluster_whose_password_file_cannot_be_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("relay.toml");
+    std::fs::write(
+        &config,
+        "[upstream]\nusername = \"me@gmail.com\"\npassword = \"pw\"\n\
+         [cluster]\nredis_url = \"redis://127.0.0.1:9/0\"\nreplicas = 2\n\
+         redis_password_file = \"missing-redis-password\"\n",
+    )
+    .unwrap();
+    let out = run(&["check", "--config", config.to_str().unwrap()], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cluster.redis_password_file") && stderr.contains("missing-redis-password"),
+        "{stderr}"
+    );
+}

@@ -84,26 +84,26 @@ pub fn check(path: &Path, upstream: bool, as_sender: Option<&str>) -> ExitCode {
             println!("  upstream: {what}");
         }
     }
-    // The Redis the replicas share: reachable or not (a replica runs without it, so this
-    // fails the check only with --upstream).
+    // The Redis the replicas share: reachable or not. A replica runs without it, so an
+    // unreachable Redis fails the check only with --upstream (after the logins); settings that
+    // cannot work (an unreadable password or CA file) are a configuration error.
     let mut cluster_failed = false;
     if let Some(c) = &cfg.cluster {
         let policy = gmail_relay::scheduler::RetryPolicy::new(&cfg.queue, &cfg.delivery);
-        let reached = std::cell::Cell::new(false);
-        let checked = super::with_runtime(async {
+        let mut said = None;
+        let built = super::with_runtime(async {
             let cluster = gmail_relay::cluster::Cluster::new(c, policy, observe::Metrics::new())?;
-            let said = cluster.check().await;
-            reached.set(said.is_ok());
-            println!("  cluster: {}", said.unwrap_or_else(|why| why));
+            said = Some(cluster.check().await);
             Ok(())
         });
-        cluster_failed = checked != ExitCode::SUCCESS || !reached.get();
+        let Some(said) = said.filter(|_| built == ExitCode::SUCCESS) else {
+            return ExitCode::from(EXIT_CONFIG); // (with_runtime printed why)
+        };
+        cluster_failed = said.is_err();
+        println!("  cluster: {}", said.unwrap_or_else(|why| why));
     }
     if !upstream {
         return ExitCode::SUCCESS;
-    }
-    if cluster_failed {
-        return ExitCode::FAILURE;
     }
     // `--as`: the account that carries this sender must log in as each sender.
     let as_account = match as_sender {
@@ -163,6 +163,9 @@ pub fn check(path: &Path, upstream: bool, as_sender: Option<&str>) -> ExitCode {
         }
         if failed > 0 {
             anyhow::bail!("{failed} account(s) could not log in (see above)");
+        }
+        if cluster_failed {
+            anyhow::bail!("the Redis the replicas share ([cluster]) cannot be reached (see above)");
         }
         Ok(())
     };
