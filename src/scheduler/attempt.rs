@@ -290,7 +290,7 @@ async fn attempt<C: Courier>(
         at,
         state.attempts,
     );
-    ctx.metrics.deferred(&route.account);
+    ctx.metrics.deferred(msg.account());
     next
 }
 

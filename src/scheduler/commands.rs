@@ -195,19 +195,21 @@ impl<C: Courier> Scheduler<C> {
                     .filter(|(m_id, m)| m.due.is_some() && id.is_none_or(|w| w == **m_id))
                     .map(|(m_id, _)| *m_id)
                     .collect();
-                let accounts: Vec<String> = match id {
+                // The lane the message waits in: for an account that logs in as each sender,
+                // the sender's own (its pause and budget are there, not on the account's).
+                let lanes: Vec<String> = match id {
                     Some(id) => self
                         .meta
                         .get(&id)
-                        .map(|m| m.account.clone())
+                        .map(|m| m.lane.clone())
                         .into_iter()
                         .collect(),
                     None => self.lanes.keys().cloned().collect(),
                 };
                 self.bring_forward(chosen.iter().copied());
-                for account in &accounts {
-                    self.probe_now(account);
-                    if let Some(lane) = self.lanes.get_mut(account) {
+                for name in &lanes {
+                    self.probe_now(name);
+                    if let Some(lane) = self.lanes.get_mut(name) {
                         lane.budget.wake_now();
                     }
                 }

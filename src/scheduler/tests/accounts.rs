@@ -293,3 +293,40 @@ async fn each_sender_of_a_per_sender_account_has_its_own_lane_pause_and_budget()
     );
     h.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn retry_now_probes_the_senders_own_lane_where_its_mail_waits() {
+    let domain = AccountSettings {
+        per_sender: true,
+        ..account("domain", 2, None)
+    };
+    let messages: Vec<(&str, Option<&str>, &[&str], SystemTime)> =
+        vec![("printer@example.com", Some("domain"), &["b@x.test"], now())];
+    let h = start_from(
+        &messages,
+        vec![account("default", 1, None), domain],
+        false,
+        Duration::ZERO,
+    )
+    .await;
+    h.courier.then_for(
+        "domain/printer@example.com",
+        Answer::Pause(PauseKind::Credentials),
+    );
+    h.settle().await;
+    assert_eq!(h.courier.calls(), 1);
+    let id = h
+        .files("queue")
+        .iter()
+        .find_map(|f| QueueId::parse(f.strip_suffix(".msg")?))
+        .unwrap();
+    assert_eq!(h.handle.retry_now(Some(id)).await, Some(1));
+    h.settle().await;
+    assert_eq!(
+        h.courier.accounts(),
+        ["domain/printer@example.com", "domain/printer@example.com"],
+        "the printer's paused lane was probed at once, not the account's"
+    );
+    assert!(h.files("queue").is_empty(), "delivered by the probe");
+    h.stop().await;
+}
