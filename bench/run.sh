@@ -146,6 +146,8 @@ if ((cluster)); then
   redispid=$!
   trap 'stop_upstream; kill "$redispid" 2>/dev/null || true' EXIT
   for _ in $(seq 1 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  redis-cli -p "$redis_port" ping >/dev/null 2>&1 \
+    || { echo "bench/run.sh: redis-server did not start:" >&2; cat "$out/redis.log" >&2; exit 1; }
   (cd "$harness" && RELAY_MAX_PER_DAY=1000000 ./run.sh --runs "$runs" --only latency,drain \
     --upstream-dir "$updir" --label gmail-relay-budget --out "$out/gmail-relay-budget" ./targets/command.sh)
   (cd "$harness" && RELAY_MAX_PER_DAY=1000000 RELAY_REDIS_URL=redis://127.0.0.1:$redis_port/0 \

@@ -117,11 +117,14 @@ impl Lane {
         self.pause.kind().is_none()
     }
 
-    /// Nothing is waiting, running, paused or reserved: a sender's own lane may go.
-    pub fn idle(&self) -> bool {
+    /// Nothing is waiting, running or reserved, and no pause holds it any more: a sender's
+    /// own lane may go. A pause whose probe time has come holds nothing once there is no mail
+    /// to probe with; kept, it would show the mailbox paused for good (and `/healthz` red).
+    /// Until then it stays, so new mail from that sender waits for the probe time.
+    pub fn idle(&self, now: Instant) -> bool {
         self.due.is_empty()
             && self.running == 0
-            && self.pause.kind().is_none()
+            && self.pause.wake(now).is_none()
             && !self.budget.has_reservations()
     }
 
@@ -205,8 +208,9 @@ impl<C: Courier> Scheduler<C> {
     /// Forgets the senders' own lanes that have nothing left to do (their budget records
     /// stay, so a lane made again later resumes its count).
     pub(super) fn drop_idle_sender_lanes(&mut self) {
+        let now = Instant::now();
         self.lanes
-            .retain(|name, lane| !name.contains('/') || !lane.idle());
+            .retain(|name, lane| !name.contains('/') || !lane.idle(now));
     }
 
     /// Takes a waiting message out of its lane (it stays known, e.g. while it is attempted).

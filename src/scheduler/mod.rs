@@ -265,6 +265,9 @@ impl<C: Courier> Scheduler<C> {
     }
 
     fn dispatch(&mut self) {
+        // (Here rather than only after a delivery: a withdrawn message, or a pause whose probe
+        // time came with no mail left, also leaves a sender's lane with nothing to do.)
+        self.drop_idle_sender_lanes();
         let now = Instant::now();
         let hold = self.settings.hold;
         let names: Vec<String> = self.lanes.keys().cloned().collect();
@@ -434,7 +437,6 @@ impl<C: Courier> Scheduler<C> {
         match report.next {
             Next::Done => {
                 self.meta.remove(&id);
-                self.drop_idle_sender_lanes();
             }
             Next::At { at, pending } => self.reschedule(id, at, pending),
             Next::Pause { at, pending, pause } => {

@@ -330,3 +330,43 @@ async fn retry_now_probes_the_senders_own_lane_where_its_mail_waits() {
     assert!(h.files("queue").is_empty(), "delivered by the probe");
     h.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_paused_senders_lane_without_mail_goes_when_its_probe_time_comes() {
+    let domain = AccountSettings {
+        per_sender: true,
+        ..account("domain", 2, None)
+    };
+    let messages: Vec<(&str, Option<&str>, &[&str], SystemTime)> =
+        vec![("printer@example.com", Some("domain"), &["b@x.test"], now())];
+    let h = start_from(
+        &messages,
+        vec![account("default", 1, None), domain],
+        false,
+        Duration::ZERO,
+    )
+    .await;
+    h.courier.then_for(
+        "domain/printer@example.com",
+        Answer::Pause(PauseKind::Credentials),
+    );
+    h.settle().await;
+    let id = h
+        .files("queue")
+        .iter()
+        .find_map(|f| QueueId::parse(f.strip_suffix(".msg")?))
+        .unwrap();
+    // The operator deletes the mail; the mailbox stays paused until its probe time.
+    assert_eq!(h.handle.withdraw(id, false).await, Some(true));
+    h.settle().await;
+    let status = h.handle.status().await.unwrap();
+    assert!(status.pause.is_some(), "still paused before the probe time");
+    tokio::time::sleep(Duration::from_secs(6 * 3600)).await;
+    h.settle().await;
+    let status = h.handle.status().await.unwrap();
+    let names: Vec<&str> = status.accounts.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["default", "domain"], "the printer's lane went");
+    assert!(status.pause.is_none(), "nothing shows paused any more");
+    assert_eq!(h.courier.calls(), 1, "no probe without mail");
+    h.stop().await;
+}
