@@ -3,10 +3,9 @@
 
 use std::path::Path;
 
-use super::{Result, invalid, pem_file, resolve, text};
+use super::{Result, invalid, pem_file, resolve, secret_source, text};
 use crate::config::ClusterConfig;
 use crate::config::raw::RawCluster;
-use crate::secret::{Secret, SecretSource};
 
 pub(super) fn cluster(raw: RawCluster, base: &Path, hostname: &str) -> Result<ClusterConfig> {
     let redis_url = match raw.redis_url.map(|u| u.trim().to_owned()) {
@@ -38,21 +37,13 @@ pub(super) fn cluster(raw: RawCluster, base: &Path, hostname: &str) -> Result<Cl
              GMAIL_RELAY__CLUSTER__REDIS_PASSWORD) so it never shows in the config or the logs",
         );
     }
-    let password = match (raw.redis_password, raw.redis_password_file) {
-        (Some(_), Some(_)) => {
-            return invalid(
-                "cluster.redis_password",
-                "is set together with cluster.redis_password_file; set only one",
-            );
-        }
-        (Some(p), None) if !p.trim().is_empty() => {
-            Some(SecretSource::Inline(Secret::new(p.trim_end())))
-        }
-        (None, Some(f)) if !f.trim().is_empty() => Some(SecretSource::File(resolve(base, &f))),
-        (None, None) => None,
-        (Some(_), None) => return invalid("cluster.redis_password", "is empty"),
-        (None, Some(_)) => return invalid("cluster.redis_password_file", "is empty"),
-    };
+    let password = secret_source(
+        raw.redis_password,
+        raw.redis_password_file,
+        base,
+        "cluster.redis_password",
+        "cluster.redis_password_file",
+    )?;
     let replicas = match raw.replicas {
         Some(n) if (1..=1000).contains(&n) => n as u32,
         Some(n) => {

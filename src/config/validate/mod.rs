@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use super::raw::{List, Raw};
 use super::{Config, defaults};
+use crate::secret::{Secret, SecretSource};
 
 /// `(key, message)`: what [`super::ConfigError::Invalid`] is built from.
 pub(super) type Invalid = (String, String);
@@ -108,6 +109,32 @@ fn pem_file(key: &str, path: &Path, what: &str) -> Result<PathBuf> {
         );
     }
     Ok(path.to_path_buf())
+}
+
+/// A secret given inline (`inline_key`) or in a file (`file_key`, relative to `base`), or
+/// `None` when neither is set; both, or an empty one, is an error naming the key.
+fn secret_source(
+    inline: Option<String>,
+    file: Option<String>,
+    base: &Path,
+    inline_key: &str,
+    file_key: &str,
+) -> Result<Option<SecretSource>> {
+    match (inline, file) {
+        (Some(_), Some(_)) => invalid(
+            inline_key,
+            format!("is set together with {file_key}; set only one"),
+        ),
+        (Some(p), None) if !p.trim().is_empty() => {
+            Ok(Some(SecretSource::Inline(Secret::new(p.trim_end()))))
+        }
+        (Some(_), None) => invalid(inline_key, "is empty"),
+        (None, Some(file)) if !file.trim().is_empty() => {
+            Ok(Some(SecretSource::File(resolve(base, &file))))
+        }
+        (None, Some(_)) => invalid(file_key, "is empty; give a file name"),
+        (None, None) => Ok(None),
+    }
 }
 
 /// `key`'s boolean, or its default.

@@ -5,7 +5,10 @@
 
 use std::path::Path;
 
-use super::{Result, choice, duration, invalid, is_hostname, pem_file, positive, resolve, text};
+use super::{
+    Result, choice, duration, invalid, is_hostname, pem_file, positive, resolve, secret_source,
+    text,
+};
 use crate::config::raw::{RawOAuth2, RawUpstream};
 use crate::config::{
     AuthConfig, OAuth2Config, TlsMode, Transport, UpstreamConfig, system_hostname,
@@ -331,23 +334,10 @@ fn password(
     section: &str,
 ) -> Result<SecretSource> {
     let key = |k: &str| format!("{section}.{k}");
-    match (inline, file) {
-        (Some(_), Some(_)) => invalid(
-            &key("password"),
-            format!(
-                "is set together with {}; set only one",
-                key("password_file")
-            ),
-        ),
-        (Some(p), None) if !p.trim().is_empty() => {
-            Ok(SecretSource::Inline(Secret::new(p.trim_end())))
-        }
-        (Some(_), None) => invalid(&key("password"), "is empty"),
-        (None, Some(file)) if !file.trim().is_empty() => {
-            Ok(SecretSource::File(resolve(base, &file)))
-        }
-        (None, Some(_)) => invalid(&key("password_file"), "is empty; give a file name"),
-        (None, None) => invalid(
+    let given = secret_source(inline, file, base, &key("password"), &key("password_file"))?;
+    match given {
+        Some(source) => Ok(source),
+        None => invalid(
             &key("password"),
             format!(
                 "is missing; set {} (a file holding the Gmail app password), {}, or the \
