@@ -26,22 +26,19 @@ fn invalid<T>(key: &str, message: impl Into<String>) -> Result<T> {
 
 pub(super) fn validate(raw: Raw, base: &Path) -> Result<Config> {
     let accounts = accounts::accounts(&raw, base)?;
+    let listen = listen::listen(raw.listen, base)?;
+    let cluster = raw
+        .cluster
+        .map(|c| cluster::cluster(c, base, &listen.hostname))
+        .transpose()?;
     let config = Config {
-        listen: listen::listen(raw.listen, base)?,
+        listen,
         queue: delivery::queue(raw.queue, base)?,
         accounts,
         delivery: delivery::delivery(raw.delivery)?,
         log: delivery::log(raw.log)?,
         metrics: delivery::metrics(raw.metrics)?,
-        cluster: None,
-    };
-    let hostname = config.listen.hostname.clone();
-    let config = Config {
-        cluster: raw
-            .cluster
-            .map(|c| cluster::cluster(c, base, &hostname))
-            .transpose()?,
-        ..config
+        cluster,
     };
     delivery::admin_address(raw.sendmail.admin_address)?;
     for account in &config.accounts {
