@@ -87,8 +87,11 @@ fn main_page(cmd: &clap::Command, w: &mut dyn Write) -> io::Result<()> {
             " is a local SMTP relay (smart host). Applications and devices hand it plain SMTP \
              on the addresses in listen.addrs; it writes each message to a spool on disk before \
              it answers 250, and forwards it to Gmail (smtp.gmail.com) over verified TLS, \
-             logging in with an app password or OAuth2. It retries through Gmail's temporary \
-             errors, and keeps mail queued rather than bouncing it while the login fails.",
+             logging in with an app password, OAuth2 or a Workspace service account, or \
+             through the Gmail API where SMTP ports are blocked. Several accounts can be routed \
+             by sender, and replicas can share their budgets through Redis. It retries through \
+             Gmail's temporary errors, and keeps mail queued rather than bouncing it while the \
+             login or the daily quota fails.",
         ),
     ]);
     r.control("PP", []);
