@@ -301,6 +301,33 @@ impl<C: Courier> Scheduler<C> {
         }
     }
 
+    /// Mail that waited for `account` (in its lane or a sender's, when it went away) goes
+    /// through it again, each message in the lane it takes now: the sender's own if the
+    /// account logs in as each sender, else the account's.
+    fn adopt_orphans(&mut self, account: &str) {
+        let prefix = format!("{account}/");
+        let keys: Vec<String> = self
+            .orphans
+            .keys()
+            .filter(|k| *k == account || k.starts_with(&prefix))
+            .cloned()
+            .collect();
+        for key in keys {
+            for (due, id) in self.orphans.remove(&key).unwrap_or_default() {
+                let Some(sender) = self.meta.get(&id).map(|m| m.sender.clone()) else {
+                    continue;
+                };
+                let lane = self.lane_of(account, &sender);
+                if let Some(l) = self.lanes.get_mut(&lane) {
+                    l.due.insert((due, id));
+                }
+                if let Some(m) = self.meta.get_mut(&id) {
+                    m.lane = lane;
+                }
+            }
+        }
+    }
+
     fn reload(&mut self, settings: super::Settings, probe: &[String]) {
         let wanted: std::collections::BTreeSet<String> =
             settings.accounts.iter().map(|a| a.name.clone()).collect();
@@ -331,15 +358,12 @@ impl<C: Courier> Scheduler<C> {
             match self.lanes.get_mut(&account.name) {
                 Some(lane) => lane.reconfigure(account.clone()),
                 None => {
-                    let mut lane = super::lanes::Lane::new(
+                    let lane = super::lanes::Lane::new(
                         account.clone(),
                         self.records.of(&account.name).as_deref(),
                     );
-                    // Mail that waited for this account goes through it now.
-                    if let Some(waiting) = self.orphans.remove(&account.name) {
-                        lane.due.extend(waiting);
-                    }
                     self.lanes.insert(account.name.clone(), lane);
+                    self.adopt_orphans(&account.name);
                 }
             }
         }

@@ -141,7 +141,7 @@ impl<C: Courier> Scheduler<C> {
     /// Schedules a message the scheduler did not know (recovered, committed, released).
     pub(super) fn schedule_new(&mut self, q: QueuedMessage) {
         let lane = self.lane_of(&q.account, &q.sender);
-        self.schedule(q.id, q.next_attempt, q.pending, q.account, lane);
+        self.schedule(q.id, q.next_attempt, q.pending, (q.account, q.sender), lane);
     }
 
     /// The lane of mail of `account` from `sender`: the account's, or for an account that
@@ -170,7 +170,7 @@ impl<C: Courier> Scheduler<C> {
         id: QueueId,
         at: SystemTime,
         pending: usize,
-        account: String,
+        (account, sender): (String, String),
         lane: String,
     ) {
         let due = self.ctx.clock.instant_of(at);
@@ -190,6 +190,7 @@ impl<C: Courier> Scheduler<C> {
             Meta {
                 pending,
                 account,
+                sender,
                 lane,
                 due: Some(due),
             },
@@ -201,8 +202,9 @@ impl<C: Courier> Scheduler<C> {
         let Some(meta) = self.meta.get(&id) else {
             return;
         };
-        let (account, lane) = (meta.account.clone(), meta.lane.clone());
-        self.schedule(id, at, pending, account, lane);
+        let from = (meta.account.clone(), meta.sender.clone());
+        let lane = meta.lane.clone();
+        self.schedule(id, at, pending, from, lane);
     }
 
     /// Forgets the senders' own lanes that have nothing left to do (their budget records

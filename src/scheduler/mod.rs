@@ -115,6 +115,8 @@ struct Meta {
     pending: usize,
     /// Its account.
     account: String,
+    /// Its envelope sender (which lane it takes when its account logs in as each sender).
+    sender: String,
     /// Its lane: the account, or `ACCOUNT/mailbox` for an account that logs in as each sender.
     lane: String,
     /// When it is due, while it waits in a lane (or among the orphans).

@@ -121,9 +121,7 @@ pub(super) fn upstream(
     let username = match raw.username.clone().map(|u| u.trim().to_owned()) {
         Some(u) if !u.is_empty() => u,
         _ if auth_name == "none" => String::new(),
-        _ if let Some(s) = subject.as_ref().filter(|_| auth_name == "service-account") => {
-            s.clone()
-        }
+        _ if let Some(s) = subject.as_ref().filter(|_| auth_name == "service-account") => s.clone(),
         _ if impersonate_sender => String::new(),
         _ if auth_name == "service-account" => {
             return invalid(

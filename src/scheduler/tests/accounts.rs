@@ -190,22 +190,10 @@ async fn mail_for_an_account_that_went_away_waits_and_is_never_rerouted() {
     assert_eq!(status.missing, [("old".to_owned(), 1)]);
 
     // A reload brings the account back: its mail goes.
-    let settings = Settings {
-        policy: RetryPolicy {
-            min: MIN,
-            max: MAX,
-            max_age: Duration::from_secs(5 * 86400),
-            auth_pause_min: MIN,
-            auth_pause_max: Duration::from_secs(1800),
-            quota_pause: MAX,
-        },
-        hold: false,
-        bounce: crate::bounce::BounceTo::Nobody,
-        hostname: "relay.test".into(),
-        accounts: vec![account("default", 1, None), account("old", 1, None)],
-        metrics: Default::default(),
-    };
-    h.handle.reload(settings, vec![]);
+    h.handle.reload(
+        reloaded(vec![account("default", 1, None), account("old", 1, None)]),
+        vec![],
+    );
     h.settle().await;
     assert_eq!(h.courier.accounts(), ["default", "old"]);
     assert!(h.handle.status().await.unwrap().missing.is_empty());
@@ -368,5 +356,67 @@ async fn a_paused_senders_lane_without_mail_goes_when_its_probe_time_comes() {
     assert_eq!(names, ["default", "domain"], "the printer's lane went");
     assert!(status.pause.is_none(), "nothing shows paused any more");
     assert_eq!(h.courier.calls(), 1, "no probe without mail");
+    h.stop().await;
+}
+
+/// The settings a reload puts in force, with these accounts.
+fn reloaded(accounts: Vec<AccountSettings>) -> Settings {
+    Settings {
+        policy: RetryPolicy {
+            min: MIN,
+            max: MAX,
+            max_age: Duration::from_secs(5 * 86400),
+            auth_pause_min: MIN,
+            auth_pause_max: Duration::from_secs(1800),
+            quota_pause: MAX,
+        },
+        hold: false,
+        bounce: crate::bounce::BounceTo::Nobody,
+        hostname: "relay.test".into(),
+        accounts,
+        metrics: Default::default(),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_senders_mail_waits_while_its_account_is_gone_and_goes_as_the_sender_when_it_is_back() {
+    let domain = || AccountSettings {
+        per_sender: true,
+        ..account("domain", 2, None)
+    };
+    let messages: Vec<(&str, Option<&str>, &[&str], SystemTime)> =
+        vec![("printer@example.com", Some("domain"), &["b@x.test"], now())];
+    let h = start_from(
+        &messages,
+        vec![account("default", 1, None), domain()],
+        false,
+        Duration::ZERO,
+    )
+    .await;
+    // The printer's mailbox is refused; while it waits, the account is taken out.
+    h.courier.then_for(
+        "domain/printer@example.com",
+        Answer::Outcomes(vec![RecipientOutcome::Deferred("451 4.3.0 later".into())]),
+    );
+    h.settle().await;
+    h.handle
+        .reload(reloaded(vec![account("default", 1, None)]), vec![]);
+    h.settle().await;
+    let status = h.handle.status().await.unwrap();
+    assert_eq!(status.missing.len(), 1, "{:?}", status.missing);
+
+    // Back: the message goes through the printer's own mailbox, not the account's.
+    h.handle.reload(
+        reloaded(vec![account("default", 1, None), domain()]),
+        vec![],
+    );
+    tokio::time::sleep(MAX).await;
+    h.settle().await;
+    assert_eq!(
+        h.courier.accounts(),
+        ["domain/printer@example.com", "domain/printer@example.com"]
+    );
+    assert!(h.files("queue").is_empty(), "delivered");
+    assert!(h.handle.status().await.unwrap().missing.is_empty());
     h.stop().await;
 }
