@@ -67,13 +67,15 @@ enum Method {
 #[derive(Debug)]
 struct ServiceAccount {
     key: Arc<ServiceKey>,
-    token_url: String,
     /// The config section of the service account (`accounts.NAME.service_account`).
     section: String,
     /// Each sender logs in as its own mailbox (`impersonate_sender`).
     per_sender: bool,
-    /// Tokens for `username` (none for the per-sender base, which never logs in itself).
-    source: Option<TokenSource>,
+    /// The account of such senders itself, which has no mailbox and never logs in.
+    base: bool,
+    /// Tokens for `username`; for the per-sender base, which never logs in itself, the source
+    /// its senders' own are made from.
+    source: TokenSource,
 }
 
 /// What one upstream login uses.
@@ -128,28 +130,31 @@ impl Credentials {
                     .token_url
                     .clone()
                     .unwrap_or_else(|| key.token_uri.clone());
-                if let Err(why) = crate::config::check_endpoint(&token_url) {
+                // (A token_url set in the config was checked with it; the key file's is new.)
+                if sa.token_url.is_none()
+                    && let Err(why) = crate::config::check_endpoint(&token_url)
+                {
                     return Err(CredentialsError {
                         key: format!("{}.key_file", sa.section),
                         reason: format!("token_uri: {why}; set {}.token_url", sa.section),
                     });
                 }
                 let key = Arc::new(key);
-                let source = (!cfg.impersonate_sender).then(|| {
-                    TokenSource::service_account(
-                        key.clone(),
-                        &cfg.username,
-                        &token_url,
-                        &sa.section,
-                    )
-                });
+                // The per-sender base has no mailbox of its own (its username is empty).
+                let subject = if cfg.impersonate_sender {
+                    ""
+                } else {
+                    &cfg.username
+                };
+                let source =
+                    TokenSource::service_account(key.clone(), subject, &token_url, &sa.section);
                 Ok(Credentials {
                     username: cfg.username.clone(),
                     method: Method::ServiceAccount(Arc::new(ServiceAccount {
                         key,
-                        token_url,
                         section: sa.section.clone(),
                         per_sender: cfg.impersonate_sender,
+                        base: cfg.impersonate_sender,
                         source,
                     })),
                 })
@@ -166,16 +171,14 @@ impl Credentials {
         if !sa.per_sender {
             return None;
         }
-        let source =
-            TokenSource::service_account(sa.key.clone(), mailbox, &sa.token_url, &sa.section);
         Some(Credentials {
             username: mailbox.to_owned(),
             method: Method::ServiceAccount(Arc::new(ServiceAccount {
                 key: sa.key.clone(),
-                token_url: sa.token_url.clone(),
                 section: sa.section.clone(),
                 per_sender: true,
-                source: Some(source),
+                base: false,
+                source: sa.source.for_subject(mailbox)?,
             })),
         })
     }
@@ -221,7 +224,8 @@ impl Credentials {
     pub fn token_source(&self) -> Option<&TokenSource> {
         match &self.method {
             Method::OAuth2(t) => Some(t),
-            Method::ServiceAccount(sa) => sa.source.as_ref(),
+            Method::ServiceAccount(sa) if sa.base => None,
+            Method::ServiceAccount(sa) => Some(&sa.source),
             _ => None,
         }
     }
@@ -239,17 +243,18 @@ impl Credentials {
             }),
             Method::None => Ok(Login::None),
             Method::ServiceAccount(sa) => {
-                let Some(source) = &sa.source else {
+                if sa.base {
                     return Err(TokenError::Rejected(format!(
                         "{}: this account logs in as each sender; it has no mailbox of its own",
                         sa.section
                     )));
-                };
-                let token = source.token().await.map_err(|e| match e {
+                }
+                let token = sa.source.token().await.map_err(|e| match e {
                     // A fixed mailbox that does not exist is the operator's to fix: pause.
                     TokenError::NoSuchMailbox(why) if !sa.per_sender => {
                         TokenError::Rejected(format!(
-                            "{why}; set {}.subject to a mailbox of the domain",
+                            "{why}; make {}.subject (or the account's username, which it defaults to) \
+                             a mailbox of the domain",
                             sa.section
                         ))
                     }

@@ -174,13 +174,38 @@ impl TokenSource {
     }
 
     fn with_grant(grant: Grant) -> TokenSource {
+        TokenSource::sharing(grant, http_client())
+    }
+
+    fn sharing(grant: Grant, http: reqwest::Client) -> TokenSource {
         TokenSource {
             inner: Arc::new(Inner {
                 grant,
-                http: http_client(),
+                http,
                 state: Mutex::new(State::default()),
             }),
         }
+    }
+
+    /// A service account's source for another mailbox, `subject`, with its own token cache
+    /// but this one's key and HTTPS connections; `None` for a refresh-token source.
+    pub fn for_subject(&self, subject: &str) -> Option<TokenSource> {
+        let Grant::Jwt {
+            key,
+            token_url,
+            section,
+            ..
+        } = &self.inner.grant
+        else {
+            return None;
+        };
+        let grant = Grant::Jwt {
+            key: key.clone(),
+            subject: subject.to_owned(),
+            token_url: token_url.clone(),
+            section: section.clone(),
+        };
+        Some(TokenSource::sharing(grant, self.inner.http.clone()))
     }
 
     /// The OAuth client settings, for a refresh-token source.
@@ -517,7 +542,10 @@ fn jwt_refusal(refused: Refused, key: &ServiceKey, subject: &str, section: &str)
             key.client_email
         )),
         _ => TokenError::Rejected(format!(
-            "the token endpoint answered {status} {error} {description} for {subject}"
+            "the token endpoint answered {status} {error} {description} for {subject}, asked by \
+             service account {} with key {kid} ({section}.key_file): check the key and its \
+             domain-wide delegation in the Admin console",
+            key.client_email
         )),
     }
 }
