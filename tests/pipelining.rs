@@ -297,3 +297,37 @@ async fn a_refused_mail_decides_and_the_pipelined_bdat_settles_nothing() {
     assert_eq!(relay.queued_ids().len(), 1, "still queued");
     relay.stop().await;
 }
+
+/// A reply that pauses the account at one RCPT of a pipelined batch (Gmail's daily limit):
+/// the message went with the batch, so the recipient accepted before it has it; that one
+/// waits with the account's pause (nothing fails, no DSN) and goes when the limit passes.
+#[tokio::test]
+async fn a_pausing_rcpt_reply_in_a_batch_keeps_what_was_accepted_and_holds_the_rest() {
+    let mut script = Script::default();
+    script.rcpt_replies.insert(
+        "second@example.com".into(),
+        "550 5.4.5 Daily user sending limit exceeded. - gsmtp".into(),
+    );
+    let up = FakeUpstream::start(Mode::StartTls, script).await;
+    let mut relay = TestRelay::start(&format!(
+        "{}\n[delivery]\nquota_pause = \"1s\"\n",
+        config_for(&up, "")
+    ))
+    .await;
+    send(&relay, &["first@example.com", "second@example.com"], MSG).await;
+    let first = up.wait_for(1, WAIT).await;
+    assert_eq!(first[0].to, ["first@example.com"]);
+    assert_eq!(first[0].round_trips, 1, "still one batch");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(relay.queued_ids().len(), 1, "second@ waits");
+    assert!(relay.files("failed").is_empty(), "nothing failed");
+
+    up.script(|s| {
+        s.rcpt_replies.remove("second@example.com");
+    });
+    let got = up.wait_for(2, WAIT).await;
+    assert_eq!(got[1].to, ["second@example.com"]);
+    assert!(got.iter().all(|m| !m.from.is_empty()), "no DSN");
+    relay.wait_queue_empty().await;
+    relay.stop().await;
+}

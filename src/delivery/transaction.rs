@@ -11,10 +11,13 @@
 //! the message is `BDAT <n> LAST` and its exact bytes (in [`CHUNK`]-sized pieces, only the
 //! last `LAST`, for a large one), so the whole transaction is one round trip; without it,
 //! `DATA` ends the batch and the dot-stuffed message follows the 354 (two round trips). The
-//! replies are then read in order, one per command, and settle the recipients exactly as in
-//! the step-by-step transaction. Whatever the server answers to the message after refusing
-//! MAIL or every RCPT settles nothing new (the server must still read BDAT chunks, RFC 3030
-//! §2). Otherwise one command at a time: MAIL, each RCPT, DATA, the message.
+//! replies are then read in order, one per command, and settle the recipients as in the
+//! step-by-step transaction, with one difference: a reply that pauses the account at one RCPT
+//! (Gmail's daily limit) defers that recipient and pauses, but the recipients accepted in the
+//! batch keep their delivery, since the message already went with them (step by step, the
+//! transaction stops there and all wait). Whatever the server answers to the message after
+//! refusing MAIL or every RCPT settles nothing new (the server must still read BDAT chunks,
+//! RFC 3030 §2). Otherwise one command at a time: MAIL, each RCPT, DATA, the message.
 
 use std::time::Duration;
 
