@@ -43,6 +43,12 @@ pub enum TxResult {
     Lost(String),
 }
 
+/// A recipient that must not go on the wire (see [`safe`]) fails here, alone.
+fn unsafe_recipient(rcpt: &str) -> Option<RecipientOutcome> {
+    (!safe(rcpt))
+        .then(|| RecipientOutcome::Failed("invalid recipient address in the queue file".into()))
+}
+
 /// An address is put on the wire between angle brackets; refuse anything that could break
 /// out of them (the intake never produces such addresses, but the spool is a file).
 fn safe(address: &str) -> bool {
@@ -157,10 +163,8 @@ pub async fn send(
     let mut accepted = Vec::new();
     let mut no_room_from = None;
     for (i, rcpt) in recipients.iter().enumerate() {
-        if !safe(rcpt) {
-            outcomes.push(Some(RecipientOutcome::Failed(
-                "invalid recipient address in the queue file".into(),
-            )));
+        if let Some(refused) = unsafe_recipient(rcpt) {
+            outcomes.push(Some(refused));
             continue;
         }
         match conn.command(&format!("RCPT TO:<{rcpt}>")).await {
@@ -246,12 +250,9 @@ async fn pipelined(
     let mut outcomes: Vec<Option<RecipientOutcome>> = vec![None; recipients.len()];
     let mut sent = Vec::with_capacity(recipients.len());
     for (i, rcpt) in recipients.iter().enumerate() {
-        if safe(rcpt) {
-            sent.push(i);
-        } else {
-            outcomes[i] = Some(RecipientOutcome::Failed(
-                "invalid recipient address in the queue file".into(),
-            ));
+        match unsafe_recipient(rcpt) {
+            Some(refused) => outcomes[i] = Some(refused),
+            None => sent.push(i),
         }
     }
     if sent.is_empty() {
