@@ -139,7 +139,7 @@ pub fn check(path: &Path, upstream: bool, as_sender: Option<&str>) -> ExitCode {
             };
             let setup = match &as_account {
                 Some((account, mailbox)) if *account == name => setup
-                    .for_mailbox(mailbox, &format!("{name}/{mailbox}"))
+                    .for_mailbox(mailbox, &config::sender_lane(&name, mailbox))
                     .expect("an account that logs in as each sender has per-mailbox setups"),
                 _ if setup.cfg.impersonate_sender => {
                     println!(

@@ -276,7 +276,9 @@ impl Cluster {
         if let Some(a) = state.accounts.get(name) {
             return Some(a.clone());
         }
-        let (base, mailbox) = name.split_once('/')?;
+        let (base, Some(mailbox)) = crate::config::split_lane(name) else {
+            return None;
+        };
         let a = state.accounts.get(base)?;
         Some(SharedAccount {
             name: name.to_owned(),

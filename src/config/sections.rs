@@ -390,6 +390,26 @@ impl UpstreamConfig {
 /// The name of the account `[upstream]` configures.
 pub const DEFAULT_ACCOUNT: &str = "default";
 
+/// The name under which a sender of an account that logs in as each sender
+/// (`impersonate_sender`) has its own lane, upstream and budget: `ACCOUNT/mailbox`. Account
+/// names cannot hold a `/`, so the two never mix.
+pub fn sender_lane(account: &str, mailbox: &str) -> String {
+    format!("{account}/{mailbox}")
+}
+
+/// A lane's account, and the sender's mailbox when it is a sender's own lane.
+pub fn split_lane(name: &str) -> (&str, Option<&str>) {
+    match name.split_once('/') {
+        Some((account, mailbox)) => (account, Some(mailbox)),
+        None => (name, None),
+    }
+}
+
+/// `name` is `account`'s own lane or one of its senders'.
+pub fn lane_of_account(name: &str, account: &str) -> bool {
+    split_lane(name).0 == account
+}
+
 /// An envelope sender pattern of `senders`: which mail an account carries.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SenderPattern {

@@ -46,7 +46,9 @@ impl Upstreams {
         if let Some(upstream) = self.inner.read().expect("upstreams lock").get(account) {
             return Some(upstream.clone());
         }
-        let (base, mailbox) = account.split_once('/')?;
+        let (base, Some(mailbox)) = crate::config::split_lane(account) else {
+            return None;
+        };
         let mut map = self.inner.write().expect("upstreams lock");
         if let Some(upstream) = map.get(account) {
             return Some(upstream.clone());
@@ -74,7 +76,11 @@ impl Upstreams {
         let mut map = self.inner.write().expect("upstreams lock");
         let mut next = BTreeMap::new();
         // Senders' own upstreams are made again from their account's new settings.
-        let senders: Vec<String> = map.keys().filter(|k| k.contains('/')).cloned().collect();
+        let senders: Vec<String> = map
+            .keys()
+            .filter(|k| crate::config::split_lane(k).1.is_some())
+            .cloned()
+            .collect();
         for name in senders {
             if let Some(upstream) = map.remove(&name) {
                 tokio::spawn(async move { upstream.close_all().await });
@@ -126,7 +132,8 @@ impl Upstreams {
     fn drop_idle_senders(&self) {
         let mut map = self.inner.write().expect("upstreams lock");
         map.retain(|name, upstream| {
-            !name.contains('/') || !upstream.unused_for(upstream.setup().cfg.idle_timeout)
+            crate::config::split_lane(name).1.is_none()
+                || !upstream.unused_for(upstream.setup().cfg.idle_timeout)
         });
     }
 

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Courier, Scheduler};
+use crate::config::{lane_of_account, split_lane};
 use crate::delivery::PauseKind;
 use crate::spool::{QueueId, QueuedMessage};
 
@@ -258,10 +259,9 @@ impl<C: Courier> Scheduler<C> {
             .accounts
             .iter()
             .flat_map(|a| {
-                let prefix = format!("{}/", a.name);
                 self.lanes
                     .iter()
-                    .filter(move |(name, _)| **name == a.name || name.starts_with(&prefix))
+                    .filter(move |(name, _)| lane_of_account(name, &a.name))
             })
             .map(|(name, lane)| {
                 let (budget_minute, budget_day) = lane.budget.remaining(now);
@@ -305,11 +305,10 @@ impl<C: Courier> Scheduler<C> {
     /// through it again, each message in the lane it takes now: the sender's own if the
     /// account logs in as each sender, else the account's.
     fn adopt_orphans(&mut self, account: &str) {
-        let prefix = format!("{account}/");
         let keys: Vec<String> = self
             .orphans
             .keys()
-            .filter(|k| *k == account || k.starts_with(&prefix))
+            .filter(|k| lane_of_account(k, account))
             .cloned()
             .collect();
         for key in keys {
@@ -336,10 +335,7 @@ impl<C: Courier> Scheduler<C> {
         let gone: Vec<String> = self
             .lanes
             .keys()
-            .filter(|n| {
-                let base = n.split_once('/').map_or(n.as_str(), |(b, _)| b);
-                !wanted.contains(base)
-            })
+            .filter(|n| !wanted.contains(split_lane(n).0))
             .cloned()
             .collect();
         for name in gone {
@@ -348,11 +344,11 @@ impl<C: Courier> Scheduler<C> {
             }
         }
         for account in &settings.accounts {
-            let prefix = format!("{}/", account.name);
             for (name, lane) in self.lanes.iter_mut() {
-                if name.starts_with(&prefix) {
-                    let mailbox = lane.settings.label.clone();
-                    lane.reconfigure(account.for_mailbox(name, &mailbox));
+                if let (base, Some(mailbox)) = split_lane(name)
+                    && base == account.name
+                {
+                    lane.reconfigure(account.for_mailbox(name, mailbox));
                 }
             }
             match self.lanes.get_mut(&account.name) {
@@ -368,11 +364,10 @@ impl<C: Courier> Scheduler<C> {
             }
         }
         for name in probe {
-            let prefix = format!("{name}/");
             let senders: Vec<String> = self
                 .lanes
                 .keys()
-                .filter(|n| n.starts_with(&prefix))
+                .filter(|n| *n != name && lane_of_account(n, name))
                 .cloned()
                 .collect();
             self.probe_now(name);

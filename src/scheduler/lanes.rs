@@ -154,7 +154,7 @@ impl<C: Courier> Scheduler<C> {
             return account.to_owned();
         }
         let mailbox = sender.to_lowercase();
-        let name = format!("{account}/{mailbox}");
+        let name = crate::config::sender_lane(account, &mailbox);
         if !self.lanes.contains_key(&name) {
             let settings = base.settings.for_mailbox(&name, &mailbox);
             let lane = Lane::new(settings, self.records.of(&name).as_deref());
@@ -212,7 +212,7 @@ impl<C: Courier> Scheduler<C> {
     pub(super) fn drop_idle_sender_lanes(&mut self) {
         let now = Instant::now();
         self.lanes
-            .retain(|name, lane| !name.contains('/') || !lane.idle(now));
+            .retain(|name, lane| crate::config::split_lane(name).1.is_none() || !lane.idle(now));
     }
 
     /// Takes a waiting message out of its lane (it stays known, e.g. while it is attempted).
