@@ -49,6 +49,11 @@ while (($#)); do
   esac
 done
 
+if ((also_no_chunking)) && [[ $label == gmail-relay-nochunking ]]; then
+  echo "bench/run.sh: --no-chunking and --also-no-chunking measure the same thing; give one" >&2
+  exit 2
+fi
+
 (cd "$repo" && cargo build --release --locked)
 
 find_up_python() {
