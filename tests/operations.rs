@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::upstream::{FakeUpstream, Mode, PASSWORD, Script};
-use common::{TestRelay, WAIT, config_for, eventually, http_get, send};
+use common::{TestRelay, WAIT, config_for, eventually, http_get, send, slow_retries};
 use gmail_relay::control::{self, Request};
 
 /// A relay with the metrics endpoint on and `extra` config, whose config file names the bound
@@ -119,7 +119,12 @@ async fn a_scrape_has_every_listed_series() {
         s.rcpt_replies
             .insert("later@example.com".into(), "451 4.3.0 try later".into());
     });
-    let mut relay = relay(&up, "[delivery]\nmax_per_day = 2000\nbounce = \"none\"\n").await;
+    // Retries an hour apart: the 451 recipient is tried once, so the deferral count is exact.
+    let mut relay = TestRelay::start_for_tools(&slow_retries(&format!(
+        "{}\n[metrics]\naddr = \"127.0.0.1:0\"\n[delivery]\nmax_per_day = 2000\nbounce = \"none\"\n",
+        config_for(&up, "")
+    )))
+    .await;
     send(&relay, "a@example.com").await;
     up.wait_for(1, WAIT).await;
     send(&relay, "b@example.com").await;
@@ -135,7 +140,7 @@ async fn a_scrape_has_every_listed_series() {
         let (code, body) = http_get(relay.metrics_addr().unwrap(), "/metrics").await;
         assert_eq!(code, 200);
         text = body;
-        if text.contains("gmail_relay_messages_deferred_total 1") {
+        if text.contains("gmail_relay_messages_deferred_total{account=\"default\"} 1") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -165,6 +170,7 @@ async fn a_scrape_has_every_listed_series() {
         "gmail_relay_messages_failed_total{account=\"default\"} 1",
         "gmail_relay_recipients_total{account=\"default\",outcome=\"delivered\"} 2",
         "gmail_relay_recipients_total{account=\"default\",outcome=\"failed\"} 1",
+        "gmail_relay_recipients_total{account=\"default\",outcome=\"deferred\"} 1",
         "gmail_relay_upstream_logins_total{account=\"default\",result=\"ok\"} 1",
         "gmail_relay_queue_messages{state=\"failed\"} 1",
         "gmail_relay_delivery_paused{account=\"default\",cause=\"credentials\"} 0",
