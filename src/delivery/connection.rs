@@ -204,6 +204,27 @@ enum Refusal {
     Pause(Pause),
 }
 
+/// A TLS handshake (implicit, or after STARTTLS) within `upstream.timeout`; a failure is a TLS
+/// pause that says why (see `tls::explain`).
+async fn handshake<T>(
+    cfg: &UpstreamConfig,
+    server: &str,
+    shake: impl std::future::Future<Output = std::io::Result<T>>,
+) -> Result<T, Pause> {
+    tokio::time::timeout(cfg.timeout, shake)
+        .await
+        .map_err(|_| {
+            pause(
+                PauseKind::Tls,
+                format!(
+                    "no TLS handshake with {server} within {}",
+                    humantime::format_duration(cfg.timeout)
+                ),
+            )
+        })?
+        .map_err(|e| pause(PauseKind::Tls, super::tls::explain(&e, cfg, server)))
+}
+
 /// TCP, TLS and one EHLO over TLS: a secure connection ready for AUTH, and its keywords.
 async fn secure(setup: &Setup) -> Result<(Client, Capabilities), Pause> {
     let cfg = &setup.cfg;
@@ -211,18 +232,7 @@ async fn secure(setup: &Setup) -> Result<(Client, Capabilities), Pause> {
     let tcp = connect(cfg, &server).await?;
     match cfg.tls {
         TlsMode::Implicit => {
-            let tls = tokio::time::timeout(cfg.timeout, setup.tls.handshake(tcp))
-                .await
-                .map_err(|_| {
-                    pause(
-                        PauseKind::Tls,
-                        format!(
-                            "no TLS handshake with {server} within {}",
-                            humantime::format_duration(cfg.timeout)
-                        ),
-                    )
-                })?
-                .map_err(|e| pause(PauseKind::Tls, super::tls::explain(&e, cfg, &server)))?;
+            let tls = handshake(cfg, &server, setup.tls.handshake(tcp)).await?;
             let mut client = Client::tls(tls, server.clone(), cfg.timeout);
             let greeting = client.read_reply().await;
             greeted(greeting, &server)?;
@@ -265,18 +275,7 @@ async fn secure(setup: &Setup) -> Result<(Client, Capabilities), Pause> {
                     }
                     p
                 })?;
-            tokio::time::timeout(cfg.timeout, client.starttls(&setup.tls))
-                .await
-                .map_err(|_| {
-                    pause(
-                        PauseKind::Tls,
-                        format!(
-                            "no TLS handshake with {server} within {}",
-                            humantime::format_duration(cfg.timeout)
-                        ),
-                    )
-                })?
-                .map_err(|e| pause(PauseKind::Tls, super::tls::explain(&e, cfg, &server)))?;
+            handshake(cfg, &server, client.starttls(&setup.tls)).await?;
             let caps = ehlo(&mut client, cfg).await?;
             Ok((client, caps))
         }
