@@ -193,8 +193,12 @@ fn io_hint(e: &io::Error) -> &'static str {
 
 /// The disk (or the user's quota) is full.
 fn is_storage_full(e: &io::Error) -> bool {
-    // ENOSPC (28) and EDQUOT (122) on Linux.
-    e.kind() == io::ErrorKind::StorageFull || matches!(e.raw_os_error(), Some(28 | 122))
+    // By kind as well as by number: the committer re-wraps a failed directory fsync with its
+    // own text, which keeps the kind but not the OS error number (an EDQUOT there was a 451).
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    ) || matches!(e.raw_os_error(), Some(28 | 122)) // ENOSPC, EDQUOT on Linux
 }
 
 impl SpoolError {

@@ -203,3 +203,25 @@ async fn concurrent_commits_are_all_durable_and_distinct() {
     got.sort();
     assert_eq!(got, ids);
 }
+
+/// A full disk or quota is a 452 "try later", also when the error passed through the
+/// committer, which re-wraps it with its own text and loses the OS error number.
+#[test]
+fn a_full_disk_or_quota_is_storage_full_even_when_rewrapped() {
+    let full = |source: io::Error| SpoolError::Io {
+        op: "commit",
+        path: PathBuf::from("spool/queue/x.msg"),
+        source,
+    };
+    for raw in [28, 122] {
+        let e = io::Error::from_raw_os_error(raw);
+        let rewrapped = io::Error::new(e.kind(), format!("fsync of queue directory: {e}"));
+        assert!(full(e).is_storage_full(), "os error {raw}");
+        assert!(
+            full(rewrapped).is_storage_full(),
+            "os error {raw}, rewrapped"
+        );
+    }
+    let other = io::Error::from_raw_os_error(5); // EIO: a fault, not a full disk
+    assert!(!full(other).is_storage_full());
+}
