@@ -21,6 +21,7 @@
 pub mod defaults;
 mod raw;
 mod sections;
+mod unknown;
 mod validate;
 pub(crate) use validate::check_endpoint;
 
@@ -154,6 +155,12 @@ fn parse(
     } else {
         base
     };
+    let env_names: Vec<String> = match &env {
+        Some(vars) => vars.keys().cloned().collect(),
+        None => std::env::vars_os()
+            .filter_map(|(k, _)| k.into_string().ok())
+            .collect(),
+    };
     let env = env.map(|vars| vars.into_iter().collect());
     let raw = config::Config::builder()
         .add_source(config::File::from_str(&text, config::FileFormat::Toml))
@@ -166,7 +173,7 @@ fn parse(
         .and_then(|c| c.try_deserialize::<raw::Raw>())
         .map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            message: unknown::explain(&e.to_string(), &env_names),
         })?;
     Ok((raw, base))
 }

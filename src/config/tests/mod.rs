@@ -100,10 +100,31 @@ fn unknown_keys_are_rejected_with_their_name() {
     let err = load_text(&format!("{MINIMAL}\n[listen]\nmax_mesage_size = 10\n")).unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, ConfigError::Parse { .. }));
-    assert!(text.contains("max_mesage_size"), "{text}");
+    assert!(
+        text.contains(
+            "unknown key `listen.max_mesage_size`; did you mean `listen.max_message_size`?"
+        ),
+        "{text}"
+    );
 
     let err = load_text(&format!("{MINIMAL}\n[lsten]\naddrs = []\n")).unwrap_err();
-    assert!(err.to_string().contains("lsten"), "{err}");
+    assert!(
+        err.to_string().contains(
+            "unknown key `lsten`; did you mean `listen`? the sections are: listen, queue,"
+        ),
+        "{err}"
+    );
+
+    let err = load_text(&format!(
+        "{MINIMAL}\n[accounts.billing]\nusername = \"b@example.com\"\nsender = []\n"
+    ))
+    .unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "unknown key `accounts.billing.sender`; did you mean `accounts.billing.senders`?"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -114,7 +135,13 @@ fn unknown_keys_from_the_environment_are_rejected_too() {
         env(&[("GMAIL_RELAY__UPSTREAM__PASWORD", "x")]),
     )
     .unwrap_err();
-    assert!(err.to_string().contains("pasword"), "{err}");
+    assert!(
+        err.to_string().contains(
+            "unknown key `upstream.pasword` (set by the environment variable \
+             GMAIL_RELAY__UPSTREAM__PASWORD); did you mean `upstream.password`?"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
