@@ -151,6 +151,8 @@ struct Scheduler<C: Courier> {
     panics: HashMap<QueueId, u32>,
     /// Every account's budget record, as `rate.json` keeps it.
     records: Records,
+    /// Writes `records` to `rate.json`.
+    record_writer: budget::RecordWriter,
 }
 
 /// Runs the scheduler until `cancel` fires and the attempts in flight have finished.
@@ -172,6 +174,7 @@ pub async fn run<C: Courier>(
             (a.name.clone(), lane)
         })
         .collect();
+    let record_writer = budget::RecordWriter::start(spool.clone());
     let mut s = Scheduler {
         ctx: Arc::new(attempt::Ctx::new(spool, courier, &settings, Clock::start())),
         settings,
@@ -183,6 +186,7 @@ pub async fn run<C: Courier>(
         in_flight: HashMap::new(),
         held: HashSet::new(),
         panics: HashMap::new(),
+        record_writer,
         records,
     };
     for q in recovered {
@@ -200,13 +204,14 @@ pub async fn run<C: Courier>(
             _ = cancel.cancelled() => break,
             Some(q) = committed.recv() => s.schedule_new(q),
             Some(cmd) = commands.recv() => s.command(cmd),
-            Some(done) = s.running.join_next_with_id(), if !s.running.is_empty() => s.handle(done).await,
+            Some(done) = s.running.join_next_with_id(), if !s.running.is_empty() => s.handle(done),
             _ = sleep_until(wake), if wake.is_some() => {}
         }
     }
     while let Some(done) = s.running.join_next_with_id().await {
-        s.handle(done).await;
+        s.handle(done);
     }
+    s.record_writer.finish().await;
 }
 
 async fn sleep_until(t: Option<Instant>) {
@@ -400,7 +405,7 @@ impl<C: Courier> Scheduler<C> {
         })
     }
 
-    async fn handle(&mut self, done: Result<(tokio::task::Id, AttemptReport), JoinError>) {
+    fn handle(&mut self, done: Result<(tokio::task::Id, AttemptReport), JoinError>) {
         let (task, result) = match done {
             Ok((task, report)) => (task, Ok(report)),
             Err(e) => (e.id(), Err(e)),
@@ -435,7 +440,7 @@ impl<C: Courier> Scheduler<C> {
             let put_off: Vec<QueueId> = lane.put_off.drain().collect();
             self.bring_forward(put_off);
         }
-        self.settle_budget(&via, id, report.delivered as u32).await;
+        self.settle_budget(&via, id, report.delivered as u32);
         match report.next {
             Next::Done => {
                 self.meta.remove(&id);
@@ -467,7 +472,7 @@ impl<C: Courier> Scheduler<C> {
 
     /// Records `delivered` recipients of message `id` against the budget of `via`, and saves
     /// the budgets when that changed them.
-    async fn settle_budget(&mut self, via: &str, id: QueueId, delivered: u32) {
+    fn settle_budget(&mut self, via: &str, id: QueueId, delivered: u32) {
         let now = self.ctx.clock.now();
         let Some(lane) = self.lanes.get_mut(via) else {
             return;
@@ -476,9 +481,7 @@ impl<C: Courier> Scheduler<C> {
             return;
         }
         self.records.set(via, &lane.budget.save());
-        if let Err(e) = self.ctx.spool.save_budget(self.records.to_bytes()).await {
-            tracing::warn!(error = %e, "could not record the send budget; a restart may forget recent sends");
-        }
+        self.record_writer.write(&self.records);
     }
 
     /// An attempt task ended without a report: it panicked (a bug) or was cancelled. The
