@@ -100,6 +100,15 @@ impl Api {
                  envelope recipients only"
             );
         }
+        if !upload.bcc.is_empty() {
+            tracing::debug!(
+                account = %setup.cfg.name,
+                bcc = %upload.bcc.join(", "),
+                "envelope recipients that no To:/Cc: names go in a Bcc: field the relay adds \
+                 (the Gmail API sends to the headers' addresses; Gmail removes Bcc: from what \
+                 recipients see)"
+            );
+        }
         let bytes = bytes::Bytes::from(upload.bytes);
         let limit = super::upload_limit(self.timeout, bytes.len());
         for last_try in [false, true] {
