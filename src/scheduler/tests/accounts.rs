@@ -141,6 +141,64 @@ async fn mail_goes_back_to_its_account_when_the_quota_pause_ends() {
     h.stop().await;
 }
 
+/// A refused login is the account's own trouble, like its quota: its mail goes through the
+/// failover account meanwhile. An unreachable Gmail is everyone's: the mail waits for the probe
+/// instead of trying the failover account, which would meet the same network.
+#[tokio::test(start_paused = true)]
+async fn a_refused_login_fails_over_and_an_unreachable_upstream_does_not() {
+    let t = now();
+    let messages: Vec<(Option<&str>, &[&str], SystemTime)> = vec![
+        (None, &["a@x.test"], t),
+        (None, &["b@x.test"], t + Duration::from_secs(10)),
+    ];
+    let accounts = || {
+        vec![
+            with_failover("default", 1, &["backup"]),
+            account("backup", 1, None),
+        ]
+    };
+    let h = start(&messages, accounts(), false, Duration::ZERO).await;
+    h.courier
+        .then_for("default", Answer::Pause(PauseKind::Credentials));
+    h.settle().await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    h.settle().await;
+    assert_eq!(
+        h.courier.accounts(),
+        ["default", "backup", "backup"],
+        "a refused login on default: a (again) and b go through backup"
+    );
+    assert!(h.files("queue").is_empty(), "delivered through backup");
+    h.stop().await;
+
+    let h = start(&messages, accounts(), false, Duration::ZERO).await;
+    h.courier
+        .then_for("default", Answer::Pause(PauseKind::Unreachable));
+    h.settle().await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    h.settle().await;
+    assert_eq!(
+        h.courier.accounts(),
+        ["default"],
+        "unreachable: nothing tried through backup; the mail waits for default's probe"
+    );
+    let status = h.handle.status().await.unwrap();
+    assert_eq!(
+        status.accounts[0].pause.as_ref().unwrap().cause,
+        "unreachable"
+    );
+    assert_eq!(status.accounts[0].scheduled, 2);
+    tokio::time::sleep(MAX + Duration::from_secs(60)).await;
+    h.settle().await;
+    assert_eq!(
+        h.courier.accounts(),
+        ["default", "default", "default"],
+        "after the probe both went through default itself"
+    );
+    assert!(h.files("queue").is_empty());
+    h.stop().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_spent_budget_holds_its_account_only() {
     let t = now();
