@@ -1,8 +1,8 @@
 //! The Gmail API transport end to end: the relay (intake, spool, scheduler as for SMTP)
 //! uploads to a fake Gmail API over HTTPS (HTTP/2 or HTTP/1.1, a test CA) with tokens from
 //! the fake token endpoint. Envelope and headers, every row of the outcome table, simple and
-//! resumable uploads, the size limit, connection reuse, `check --upstream`, and failover from
-//! an SMTP account.
+//! resumable uploads, the size limit, connection reuse, an API that cannot be reached or
+//! answers too late, `check --upstream`, and failover from an SMTP account.
 
 mod common;
 
@@ -516,4 +516,84 @@ async fn an_smtp_account_out_of_quota_fails_over_to_an_api_account() {
     );
     assert_eq!(got[0].token, "tok-1", "sent by the API account");
     relay.stop().await;
+}
+
+/// The Gmail API cannot be reached (nothing listens at `api_url`): the account pauses
+/// `unreachable` naming the URL, the message stays queued (never failed), and a reload that
+/// points `api_url` at the API delivers it at once.
+#[tokio::test]
+async fn an_unreachable_api_pauses_keeps_the_mail_and_a_fixed_api_url_delivers_it() {
+    let api = FakeGmailApi::start().await;
+    let s = start_with(api, "", false).await;
+    let nowhere = format!("https://127.0.0.1:{}", common::free_port());
+    let good = std::fs::read_to_string(&s.relay.config).unwrap();
+    std::fs::write(&s.relay.config, good.replace(&s.api.url(), &nowhere)).unwrap();
+    s.relay.reload().unwrap();
+
+    send(&s.relay, &["a@example.com"], MSG).await;
+    let mut said = String::new();
+    for _ in 0..100 {
+        said = health(&s).await;
+        if said.contains("unreachable") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        said.contains("paused (unreachable)")
+            && said.contains(&format!("cannot reach the Gmail API at {nowhere}")),
+        "{said}"
+    );
+    assert_eq!(s.relay.queued_ids().len(), 1, "kept");
+    assert!(s.relay.failed_ids().is_empty(), "never failed for it");
+    assert!(s.api.uploads().is_empty());
+
+    std::fs::write(&s.relay.config, good).unwrap();
+    s.relay.reload().unwrap();
+    let got = s.api.wait_for(1, WAIT).await;
+    assert_eq!(got.len(), 1);
+    s.relay.wait_queue_empty().await;
+    assert!(s.relay.failed_ids().is_empty());
+}
+
+/// The API takes the upload but answers later than `upstream.timeout`: the message may have
+/// gone, so it is deferred and tried again (at least once, never lost), not failed and not a
+/// pause; once the API answers in time it leaves the queue.
+#[tokio::test]
+async fn an_api_that_answers_too_late_defers_the_message_and_the_next_try_delivers_it() {
+    let api = FakeGmailApi::start().await;
+    api.script.lock().unwrap().delay = Some(Duration::from_secs(3));
+    let ep = TokenEndpoint::start().await;
+    let cfg = config(&api, &ep, "", false).replace("timeout = \"10s\"", "timeout = \"1s\"");
+    let relay = TestRelay::start_for_tools_with_env(&cfg, HashMap::new()).await;
+    send(&relay, &["a@example.com"], MSG).await;
+
+    let mut shown = serde_json::Value::Null;
+    for _ in 0..200 {
+        let run = relay.queue(&["list", "--json"]).await;
+        shown = run.json();
+        let reply = shown["messages"][0]["recipients"][0]["reply"]
+            .as_str()
+            .unwrap_or("");
+        if reply.contains("did not answer") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let m = &shown["messages"][0];
+    assert_eq!(m["state"], "deferred", "{shown}");
+    assert!(
+        m["recipients"][0]["reply"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("the Gmail API at {} did not answer", api.url())),
+        "{shown}"
+    );
+    assert!(relay.failed_ids().is_empty());
+    assert!(shown["status"]["accounts"][0]["pause"].is_null(), "{shown}");
+
+    api.script.lock().unwrap().delay = None;
+    relay.wait_queue_empty().await;
+    assert!(relay.failed_ids().is_empty());
+    assert!(!api.uploads().is_empty());
 }
