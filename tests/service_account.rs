@@ -324,6 +324,45 @@ async fn unauthorized_client_pauses_without_bouncing_and_a_grant_resumes_deliver
     s.relay.stop().await;
 }
 
+/// Google's token endpoint is down (503): no token, so no login is tried; the account waits
+/// as for an unreachable Gmail (not a credentials problem, nothing bounced), and the first
+/// token it gets after that delivers the mail.
+#[tokio::test]
+async fn a_token_endpoint_that_is_down_holds_the_mail_until_it_answers() {
+    let mut s = start(fixed_subject).await;
+    {
+        let mut script = s.ep.script.lock().unwrap();
+        // Four refusals: the pause (retries from 100 ms, doubling) outlasts reading health.
+        for _ in 0..4 {
+            script
+                .replies
+                .push_back((503, r#"{"error":"temporarily_unavailable"}"#.to_owned()));
+        }
+    }
+    send_from(&s.relay, "app@example.com", "a@example.net").await;
+    eventually("the token endpoint asked once", || s.ep.count() >= 1).await;
+    let health = s.relay.tool("health", &[]).await;
+    let said = format!("{}{}", health.stdout, health.stderr);
+    assert!(
+        said.contains("paused (unreachable)") && said.contains("503"),
+        "{said}"
+    );
+    assert!(!said.contains("credentials"), "{said}");
+    assert_eq!(s.up.count("AUTH"), 0, "no login without a token");
+    assert!(s.relay.files("failed").is_empty());
+
+    let got = s.up.wait_for(1, WAIT).await;
+    assert_eq!(got[0].user.as_deref(), Some(ALERTS));
+    assert!(
+        s.ep.count() >= 5,
+        "four refusals, then the token that was used"
+    );
+    s.relay.wait_queue_empty().await;
+    assert!(s.relay.files("failed").is_empty(), "nothing bounced");
+    assert_eq!(s.up.messages().len(), 1, "no DSN");
+    s.relay.stop().await;
+}
+
 #[tokio::test]
 async fn an_unknown_mailbox_fails_only_its_senders_mail_with_a_dsn() {
     let mut s = start(every_sender).await;
