@@ -1,7 +1,7 @@
 //! Several Gmail accounts in one relay, end to end against a fake Gmail that knows several
 //! users: routing by sender, a refused login pausing one account only, failover on a spent
-//! quota and back, per-account budgets, Google Workspace's SMTP relay service (no AUTH), and a
-//! spool from before accounts.
+//! quota and back, per-account budgets and rewrites, Google Workspace's SMTP relay service (no
+//! AUTH), and a spool from before accounts.
 
 mod common;
 
@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::upstream::{FakeUpstream, Mode, PASSWORD, Script, USER};
-use common::{TestRelay, WAIT, config_for, eventually, submit};
+use common::{TestRelay, WAIT, config_for, eventually, submit, without_trace_header};
 
 const BILLING: &str = "billing@example.com";
 const ALERTS: &str = "alerts@example.com";
@@ -386,4 +386,61 @@ async fn check_upstream_logs_in_to_every_account() {
             && run.stderr.contains("535 5.7.8"),
         "{run:?}"
     );
+}
+
+/// `[accounts.NAME.rewrite]` applies to the mail that account sends, and only to it: billing's
+/// senders go out as billing's mailbox (envelope and `From:`, the original kept in `Reply-To:`)
+/// while the default account, under `[rewrite]`'s "keep", sends as the client wrote.
+#[tokio::test]
+async fn an_accounts_rewrite_applies_to_its_own_mail_only() {
+    let up = gmail(Script::default()).await;
+    let config = format!(
+        "{}\n[accounts.billing]\nusername = \"{BILLING}\"\nsenders = [\"@billing.example.com\"]\n\
+         [accounts.billing.rewrite]\nenvelope_from = \"account\"\nheader_from = \"account\"\n",
+        config_for(&up, "")
+    );
+    let mut relay = TestRelay::start_with_env(&config, passwords(&["billing"])).await;
+    for (from, to) in [
+        ("invoices@billing.example.com", "customer@x.test"),
+        ("app@example.com", "ops@x.test"),
+    ] {
+        let msg = format!("From: \"Sender\" <{from}>\r\nSubject: rewrite\r\n\r\nbody\r\n");
+        let reply = submit(relay.addr(), from, &[to], msg.as_bytes()).await;
+        assert!(reply.starts_with("250 2.0.0"), "{reply}");
+    }
+    up.wait_for(2, WAIT).await;
+    let messages = up.messages();
+    let by_to = |to: &str| {
+        messages
+            .iter()
+            .find(|m| m.to == [to.to_owned()])
+            .unwrap_or_else(|| panic!("no message to {to}"))
+    };
+    let billing = by_to("customer@x.test");
+    assert_eq!(billing.user.as_deref(), Some(BILLING));
+    assert_eq!(
+        billing.from, BILLING,
+        "envelope sender rewritten to the account"
+    );
+    let text = String::from_utf8_lossy(without_trace_header(&billing.data)).to_string();
+    assert!(
+        text.contains(&format!(
+            "From: \"Sender\" <{BILLING}>\r\nReply-To: \"Sender\" <invoices@billing.example.com>\r\n"
+        )),
+        "{text}"
+    );
+    let default = by_to("ops@x.test");
+    assert_eq!(default.user.as_deref(), Some(USER));
+    assert_eq!(
+        default.from, "app@example.com",
+        "the default account keeps the sender"
+    );
+    let text = String::from_utf8_lossy(without_trace_header(&default.data)).to_string();
+    assert!(
+        text.contains("From: \"Sender\" <app@example.com>\r\n"),
+        "{text}"
+    );
+    assert!(!text.contains("Reply-To:"), "{text}");
+    relay.wait_queue_empty().await;
+    relay.stop().await;
 }

@@ -557,14 +557,17 @@ async fn an_unreachable_api_pauses_keeps_the_mail_and_a_fixed_api_url_delivers_i
 }
 
 /// The API takes the upload but answers later than `upstream.timeout`: the message may have
-/// gone, so it is deferred and tried again (at least once, never lost), not failed and not a
-/// pause; once the API answers in time it leaves the queue.
+/// gone, so it is deferred to be tried again (at least once, never lost), not failed and not a
+/// pause; tried again once the API answers in time, it leaves the queue.
 #[tokio::test]
 async fn an_api_that_answers_too_late_defers_the_message_and_the_next_try_delivers_it() {
     let api = FakeGmailApi::start().await;
     api.script.lock().unwrap().delay = Some(Duration::from_secs(3));
     let ep = TokenEndpoint::start().await;
-    let cfg = config(&api, &ep, "", false).replace("timeout = \"10s\"", "timeout = \"1s\"");
+    // Retries an hour apart: the message rests deferred after the first try (with retries
+    // 100 ms apart it would be "active" again most of the time) until `queue retry`.
+    let cfg = common::slow_retries(&config(&api, &ep, "", false))
+        .replace("timeout = \"10s\"", "timeout = \"1s\"");
     let relay = TestRelay::start_for_tools_with_env(&cfg, HashMap::new()).await;
     send(&relay, &["a@example.com"], MSG).await;
 
@@ -593,6 +596,9 @@ async fn an_api_that_answers_too_late_defers_the_message_and_the_next_try_delive
     assert!(shown["status"]["accounts"][0]["pause"].is_null(), "{shown}");
 
     api.script.lock().unwrap().delay = None;
+    let id = relay.queued_ids().pop().unwrap();
+    let retry = relay.queue(&["retry", &id]).await;
+    assert_eq!(retry.code, 0, "{retry:?}");
     relay.wait_queue_empty().await;
     assert!(relay.failed_ids().is_empty());
     assert!(!api.uploads().is_empty());
