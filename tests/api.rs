@@ -578,7 +578,9 @@ async fn an_api_that_answers_too_late_defers_the_message_and_the_next_try_delive
         let reply = shown["messages"][0]["recipients"][0]["reply"]
             .as_str()
             .unwrap_or("");
-        if reply.contains("did not answer") {
+        // The attempt writes the reply a moment before the scheduler hears its report and
+        // shows it "deferred": wait for both.
+        if reply.contains("did not answer") && shown["messages"][0]["state"] == "deferred" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
