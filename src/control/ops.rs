@@ -108,10 +108,25 @@ impl Operator {
     }
 
     async fn show(&self, id: QueueId, with_body: bool) -> Result<Box<Shown>, ControlError> {
-        let area = self.find(id).await?;
+        // The message may move (queue/ to failed/) or go (delivered) between finding it and
+        // reading it: look again rather than answer "not found" for a message that failed a
+        // moment ago (`send-test` reads "not found" as delivered).
+        let mut tries = 0;
+        let (summary, message) = loop {
+            tries += 1;
+            let area = self.find(id).await?;
+            let read = async {
+                let summary = self.spool.summary(area, id).await?;
+                let message = self.spool.load_from(area, id).await?;
+                Ok::<_, SpoolError>((summary, message))
+            };
+            match read.await {
+                Ok(read) => break read,
+                Err(SpoolError::NotFound(_)) if tries < 3 => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
         let status = self.status().await?;
-        let summary = self.spool.summary(area, id).await?;
-        let message = self.spool.load_from(area, id).await?;
         let history = summary
             .state
             .history

@@ -66,6 +66,9 @@ impl Spool {
         let dir = self.area_dir(area);
         let msg = self.msg_path(dir, id);
         let state = self.state_path(dir, id);
+        // A message moving to failed/ goes first and its state follows (see `move_to_failed`);
+        // in between, the state is still in queue/.
+        let moving = (area == Area::Failed).then(|| self.state_path(&self.inner.queue, id));
         blocking(move || {
             let file = std::fs::File::open(&msg).map_err(|e| match e.kind() {
                 std::io::ErrorKind::NotFound => SpoolError::NotFound(id),
@@ -81,7 +84,14 @@ impl Spool {
                     path: msg.clone(),
                     source,
                 })?;
-            let state = read_state(&state)?.unwrap_or_else(|| DeliveryState::new(&envelope));
+            let state = match read_state(&state)? {
+                Some(s) => s,
+                None => match moving {
+                    Some(path) => read_state(&path)?,
+                    None => None,
+                }
+                .unwrap_or_else(|| DeliveryState::new(&envelope)),
+            };
             Ok(Summary {
                 id,
                 area,

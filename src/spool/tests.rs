@@ -225,3 +225,25 @@ fn a_full_disk_or_quota_is_storage_full_even_when_rewrapped() {
     let other = io::Error::from_raw_os_error(5); // EIO: a fault, not a full disk
     assert!(!full(other).is_storage_full());
 }
+
+/// Halfway through a move to failed/ (the message has gone, its state not yet), a reader of
+/// the failed message sees the state it is about to get, not a blank one.
+#[tokio::test]
+async fn a_message_halfway_to_failed_shows_its_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let opened = Spool::open(dir.path()).unwrap();
+    let id = commit_one(&opened.spool, b"a\r\n").await;
+    let mut msg = opened.spool.load(id).await.unwrap();
+    msg.state.failed_reason = Some("550 5.1.1 no such user".into());
+    opened.spool.save_state(id, &msg.state).await.unwrap();
+    std::fs::rename(
+        dir.path().join(format!("queue/{id}.msg")),
+        dir.path().join(format!("failed/{id}.msg")),
+    )
+    .unwrap();
+    let summary = opened.spool.summary(Area::Failed, id).await.unwrap();
+    assert_eq!(
+        summary.state.failed_reason.as_deref(),
+        Some("550 5.1.1 no such user")
+    );
+}
