@@ -11,6 +11,24 @@ fn with_failover(name: &str, concurrency: usize, failover: &[&str]) -> AccountSe
     }
 }
 
+/// `default` (failing over to `backup`) and `backup` with `messages`; default's first attempt
+/// pauses it for `kind`; returned 20 s later.
+async fn paused_with_backup(
+    messages: &[(Option<&str>, &[&str], SystemTime)],
+    kind: PauseKind,
+) -> Harness {
+    let accounts = vec![
+        with_failover("default", 1, &["backup"]),
+        account("backup", 1, None),
+    ];
+    let h = start(messages, accounts, false, Duration::ZERO).await;
+    h.courier.then_for("default", Answer::Pause(kind));
+    h.settle().await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    h.settle().await;
+    h
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_refused_login_pauses_its_account_only() {
     let t = now();
@@ -114,16 +132,7 @@ async fn mail_goes_back_to_its_account_when_the_quota_pause_ends() {
         (None, &["b@x.test"], t + Duration::from_secs(10)),
         (None, &["c@x.test"], later),
     ];
-    let accounts = vec![
-        with_failover("default", 1, &["backup"]),
-        account("backup", 1, None),
-    ];
-    let h = start(&messages, accounts, false, Duration::ZERO).await;
-    h.courier
-        .then_for("default", Answer::Pause(PauseKind::Quota));
-    h.settle().await;
-    tokio::time::sleep(Duration::from_secs(20)).await;
-    h.settle().await;
+    let h = paused_with_backup(&messages, PauseKind::Quota).await;
     assert_eq!(
         h.courier.accounts(),
         ["default", "backup", "backup"],
@@ -151,18 +160,7 @@ async fn a_refused_login_fails_over_and_an_unreachable_upstream_does_not() {
         (None, &["a@x.test"], t),
         (None, &["b@x.test"], t + Duration::from_secs(10)),
     ];
-    let accounts = || {
-        vec![
-            with_failover("default", 1, &["backup"]),
-            account("backup", 1, None),
-        ]
-    };
-    let h = start(&messages, accounts(), false, Duration::ZERO).await;
-    h.courier
-        .then_for("default", Answer::Pause(PauseKind::Credentials));
-    h.settle().await;
-    tokio::time::sleep(Duration::from_secs(20)).await;
-    h.settle().await;
+    let h = paused_with_backup(&messages, PauseKind::Credentials).await;
     assert_eq!(
         h.courier.accounts(),
         ["default", "backup", "backup"],
@@ -171,12 +169,7 @@ async fn a_refused_login_fails_over_and_an_unreachable_upstream_does_not() {
     assert!(h.files("queue").is_empty(), "delivered through backup");
     h.stop().await;
 
-    let h = start(&messages, accounts(), false, Duration::ZERO).await;
-    h.courier
-        .then_for("default", Answer::Pause(PauseKind::Unreachable));
-    h.settle().await;
-    tokio::time::sleep(Duration::from_secs(20)).await;
-    h.settle().await;
+    let h = paused_with_backup(&messages, PauseKind::Unreachable).await;
     assert_eq!(
         h.courier.accounts(),
         ["default"],
