@@ -333,8 +333,9 @@ async fn each_sender_of_a_per_sender_account_has_its_own_lane_pause_and_budget()
     h.stop().await;
 }
 
-#[tokio::test(start_paused = true)]
-async fn retry_now_probes_the_senders_own_lane_where_its_mail_waits() {
+/// A per-sender account `domain` with one message from printer@example.com, whose own
+/// mailbox lane the first attempt paused for its login.
+async fn printer_paused() -> Harness {
     let domain = AccountSettings {
         per_sender: true,
         ..account("domain", 2, None)
@@ -353,12 +354,14 @@ async fn retry_now_probes_the_senders_own_lane_where_its_mail_waits() {
         Answer::Pause(PauseKind::Credentials),
     );
     h.settle().await;
+    h
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_now_probes_the_senders_own_lane_where_its_mail_waits() {
+    let h = printer_paused().await;
     assert_eq!(h.courier.calls(), 1);
-    let id = h
-        .files("queue")
-        .iter()
-        .find_map(|f| QueueId::parse(f.strip_suffix(".msg")?))
-        .unwrap();
+    let id = h.queued_id();
     assert_eq!(h.handle.retry_now(Some(id)).await, Some(1));
     h.settle().await;
     assert_eq!(
@@ -372,29 +375,8 @@ async fn retry_now_probes_the_senders_own_lane_where_its_mail_waits() {
 
 #[tokio::test(start_paused = true)]
 async fn a_paused_senders_lane_without_mail_goes_when_its_probe_time_comes() {
-    let domain = AccountSettings {
-        per_sender: true,
-        ..account("domain", 2, None)
-    };
-    let messages: Vec<(&str, Option<&str>, &[&str], SystemTime)> =
-        vec![("printer@example.com", Some("domain"), &["b@x.test"], now())];
-    let h = start_from(
-        &messages,
-        vec![account("default", 1, None), domain],
-        false,
-        Duration::ZERO,
-    )
-    .await;
-    h.courier.then_for(
-        "domain/printer@example.com",
-        Answer::Pause(PauseKind::Credentials),
-    );
-    h.settle().await;
-    let id = h
-        .files("queue")
-        .iter()
-        .find_map(|f| QueueId::parse(f.strip_suffix(".msg")?))
-        .unwrap();
+    let h = printer_paused().await;
+    let id = h.queued_id();
     // The operator deletes the mail; the mailbox stays paused until its probe time.
     assert_eq!(h.handle.withdraw(id, false).await, Some(true));
     h.settle().await;
@@ -413,14 +395,7 @@ async fn a_paused_senders_lane_without_mail_goes_when_its_probe_time_comes() {
 /// The settings a reload puts in force, with these accounts.
 fn reloaded(accounts: Vec<AccountSettings>) -> Settings {
     Settings {
-        policy: RetryPolicy {
-            min: MIN,
-            max: MAX,
-            max_age: Duration::from_secs(5 * 86400),
-            auth_pause_min: MIN,
-            auth_pause_max: Duration::from_secs(1800),
-            quota_pause: MAX,
-        },
+        policy: policy(),
         hold: false,
         bounce: crate::bounce::BounceTo::Nobody,
         hostname: "relay.test".into(),

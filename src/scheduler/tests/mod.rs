@@ -208,14 +208,7 @@ async fn start_from(
     });
     let cancel = CancellationToken::new();
     let settings = Settings {
-        policy: RetryPolicy {
-            min: MIN,
-            max: MAX,
-            max_age: Duration::from_secs(5 * 86400),
-            auth_pause_min: MIN,
-            auth_pause_max: Duration::from_secs(1800),
-            quota_pause: MAX,
-        },
+        policy: policy(),
         hold,
         bounce: crate::bounce::BounceTo::Nobody,
         hostname: "relay.test".into(),
@@ -241,7 +234,27 @@ async fn start_from(
     }
 }
 
+/// The retry policy of the tests: retries from `MIN` to `MAX`, login pauses up to 30 minutes.
+fn policy() -> RetryPolicy {
+    RetryPolicy {
+        min: MIN,
+        max: MAX,
+        max_age: Duration::from_secs(5 * 86400),
+        auth_pause_min: MIN,
+        auth_pause_max: Duration::from_secs(1800),
+        quota_pause: MAX,
+    }
+}
+
 impl Harness {
+    /// The id of the (first) message in queue/.
+    fn queued_id(&self) -> QueueId {
+        self.files("queue")
+            .iter()
+            .find_map(|f| QueueId::parse(f.strip_suffix(".msg")?))
+            .expect("a queued message")
+    }
+
     fn files(&self, sub: &str) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(self.dir.path().join(sub))
             .unwrap()

@@ -42,11 +42,7 @@ async fn a_withdrawn_message_is_not_attempted_until_added_again() {
     let later = now() + Duration::from_secs(600);
     let h = harness(&[(&["a@x.test"], later)], 2, false).await;
     h.settle().await;
-    let id = h
-        .files("queue")
-        .iter()
-        .find_map(|f| QueueId::parse(f.strip_suffix(".msg")?))
-        .unwrap();
+    let id = h.queued_id();
     assert_eq!(h.handle.withdraw(id, true).await, Some(true));
     assert_eq!(h.handle.status().await.unwrap().held, 1);
     tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -73,11 +69,7 @@ async fn a_message_in_flight_cannot_be_withdrawn() {
     let h = harness_with(&[(&["a@x.test"], now())], 1, false, Duration::from_secs(5)).await;
     tokio::task::yield_now().await;
     h.settle().await;
-    let id = h
-        .files("queue")
-        .iter()
-        .find_map(|f| QueueId::parse(f.strip_suffix(".msg")?))
-        .unwrap();
+    let id = h.queued_id();
     assert_eq!(h.handle.status().await.unwrap().active, [id]);
     assert_eq!(h.handle.withdraw(id, false).await, Some(false));
     h.stop().await;
@@ -122,11 +114,7 @@ async fn a_crashed_attempt_leaves_its_message_neither_active_nor_busy() {
     let status = h.handle.status().await.unwrap();
     assert!(status.active.is_empty(), "not stuck as active: {status:?}");
     assert_eq!(status.scheduled, 1, "scheduled again");
-    let id = h
-        .files("queue")
-        .iter()
-        .find_map(|f| QueueId::parse(f.strip_suffix(".msg")?))
-        .unwrap();
+    let id = h.queued_id();
     assert_eq!(
         h.handle.withdraw(id, true).await,
         Some(true),
